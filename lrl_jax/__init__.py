@@ -1,0 +1,1 @@
+"""lrl_jax: LightningRL post-training of block-diffusion language models (SDAR) in JAX."""

@@ -1,0 +1,70 @@
+"""The one place attention masks are defined (SPEC §3), from per-token metadata rather than dense matrices.
+
+Every query/key carries its position id, whether it belongs to the noisy copy, and whether it is real (not padding).
+`allowed` evaluates the rule for any [queries] × [keys] tile, so attention backends can build masks chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+MASK_MODES = ("causal", "block")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+  """Per-token metadata of a sequence batch: positions/noisy/valid, each [batch, len]."""
+
+  positions: jax.Array
+  noisy: jax.Array
+  valid: jax.Array
+
+  def slice(self, start: int, size: int) -> "Tokens":
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size, axis=1), self)
+
+
+def make_tokens(positions: jax.Array, valid: jax.Array | None = None, noisy: jax.Array | None = None) -> Tokens:
+  """Metadata with defaults: every token real, none noisy."""
+  valid = jnp.ones(positions.shape, bool) if valid is None else valid.astype(bool)
+  noisy = jnp.zeros(positions.shape, bool) if noisy is None else noisy.astype(bool)
+  return Tokens(positions.astype(jnp.int32), noisy, valid)
+
+
+def cache_tokens(q: Tokens, length: int) -> Tokens:
+  """Keys of a KV cache after writing q's tokens at their (contiguous) positions.
+
+  Slot s holds position s, clean. Slots before the call's first position were written earlier; the call's own
+  slots are valid where its tokens are; later slots are stale or empty and never attended.
+  """
+  batch, t = q.positions.shape
+  slots = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+  start = q.positions[:, :1]
+  offset = jnp.clip(slots - start, 0, t - 1)
+  in_call = (slots >= start) & (slots < start + t)
+  valid = (slots < start) | (in_call & jnp.take_along_axis(q.valid, offset, axis=1))
+  return Tokens(slots, jnp.zeros((batch, length), bool), valid)
+
+
+def allowed(q: Tokens, k: Tokens, mode: str, block_size: int | None) -> jax.Array:
+  """[batch, q_len, k_len] bool: may query i attend to key j (SPEC §3)?
+
+  causal: key position <= query position among clean tokens.
+  block: clean queries see clean keys of blocks <= their own; noisy queries see noisy keys of their own block and
+  clean keys of earlier blocks. Padding keys are never attended.
+  """
+  k_valid = k.valid[:, None, :]
+  k_noisy = k.noisy[:, None, :]
+  if mode == "causal":
+    return k_valid & ~k_noisy & (k.positions[:, None, :] <= q.positions[:, :, None])
+  if mode != "block":
+    raise ValueError(f"unknown mask mode {mode!r}; expected one of {MASK_MODES}")
+  qb = (q.positions // block_size)[:, :, None]
+  kb = (k.positions // block_size)[:, None, :]
+  q_noisy = q.noisy[:, :, None]
+  clean_rule = ~k_noisy & (kb <= qb)
+  noisy_rule = (k_noisy & (kb == qb)) | (~k_noisy & (kb < qb))
+  return k_valid & jnp.where(q_noisy, noisy_rule, clean_rule)

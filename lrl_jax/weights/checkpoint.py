@@ -1,0 +1,135 @@
+"""Load and save model directories: HF (safetensors) or Orbax (`params/` + config and tokenizer files beside it).
+
+Writers build the whole directory under a temporary name and rename it into place, so a failed run never
+leaves a complete-looking output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lrl_jax.model.config import ModelConfig, load_config
+from lrl_jax.weights import hf
+
+PARAMS_DIR = "params"
+_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth")
+
+
+def is_orbax_dir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, PARAMS_DIR))
+
+
+def is_hf_dir(path: str) -> bool:
+  return any(os.path.exists(os.path.join(path, f)) for f in (hf.INDEX_FILE, hf.SINGLE_FILE))
+
+
+def side_files(src_dir: str) -> list[str]:
+  """Config, generation config, tokenizer and remote-code files: everything but weights and the params dir."""
+  return sorted(f for f in os.listdir(src_dir)
+                if os.path.isfile(os.path.join(src_dir, f)) and not f.endswith(_WEIGHT_SUFFIXES))
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str, overwrite: bool = False) -> Iterator[str]:
+  """Yield a temporary sibling directory that becomes out_dir only if the block completes."""
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
+    raise FileExistsError(f"{out_dir}: output directory exists and is not empty (pass --overwrite to replace it)")
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
+  try:
+    yield tmp
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp)
+
+
+def cast_params(params: Any, dtype) -> Any:
+  if dtype is None:
+    return params
+  return jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+def save_orbax_params(params: Any, path: str) -> None:
+  """Write params with Orbax at `path` (which must not exist) and wait for completion."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(path), params)
+  checkpointer.wait_until_finished()
+
+
+def restore_orbax_params(path: str, target: Any | None = None) -> Any:
+  """Restore params from an Orbax params dir; `target` (ShapeDtypeStructs with shardings) places them directly."""
+  checkpointer = ocp.StandardCheckpointer()
+  return checkpointer.restore(os.path.abspath(path), target)
+
+
+def write_orbax_dir(params: Any, out_dir: str, src_dir: str | None = None, cfg: ModelConfig | None = None,
+                    overwrite: bool = False) -> None:
+  """An Orbax model directory: params/ plus the side files of src_dir (or a config.json made from cfg)."""
+  with atomic_dir(out_dir, overwrite) as tmp:
+    save_orbax_params(params, os.path.join(tmp, PARAMS_DIR))
+    _write_side_files(tmp, src_dir, cfg)
+
+
+def write_hf_dir(params: Any, cfg: ModelConfig, out_dir: str, src_dir: str | None = None,
+                 overwrite: bool = False, max_shard_bytes: int = 2 * 2**30) -> None:
+  """An HF model directory: sharded safetensors + index + config/tokenizer files."""
+  with atomic_dir(out_dir, overwrite) as tmp:
+    hf.write_hf_params(params, cfg, tmp, max_shard_bytes)
+    _write_side_files(tmp, src_dir, cfg)
+
+
+def _write_side_files(dst: str, src_dir: str | None, cfg: ModelConfig | None) -> None:
+  if src_dir is not None:
+    for name in side_files(src_dir):
+      shutil.copy2(os.path.join(src_dir, name), os.path.join(dst, name))
+  if not os.path.exists(os.path.join(dst, "config.json")):
+    if cfg is None:
+      raise ValueError("a config.json is needed: pass src_dir or cfg")
+    with open(os.path.join(dst, "config.json"), "w") as f:
+      json.dump(cfg.to_hf_dict(), f, indent=2)
+
+
+def load_tokenizer(path: str):
+  """The tokenizer saved in a model directory, or None when it has none."""
+  if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+    return None
+  from transformers import AutoTokenizer
+  return AutoTokenizer.from_pretrained(path)
+
+
+def load_params(path: str, cfg: ModelConfig | None = None, dtype=None) -> Any:
+  """Params of an HF or Orbax model directory as jax arrays (optionally cast to dtype)."""
+  cfg = cfg or load_config(path)
+  if is_orbax_dir(path):
+    params = restore_orbax_params(os.path.join(path, PARAMS_DIR))
+  elif is_hf_dir(path):
+    params = hf.read_hf_params(path, cfg)
+  else:
+    raise FileNotFoundError(f"{path}: neither an Orbax model directory (no '{PARAMS_DIR}/') nor an HF one "
+                            f"(no {hf.INDEX_FILE} or {hf.SINGLE_FILE})")
+  return jax.tree.map(lambda x: jnp.asarray(x, dtype=dtype), params)
+
+
+def load_checkpoint(path: str, dtype=None) -> tuple[ModelConfig, Any, Any]:
+  """(config, params, tokenizer) of an HF or Orbax model directory; tokenizer is None if none is saved."""
+  cfg = load_config(path)
+  return cfg, load_params(path, cfg, dtype), load_tokenizer(path)
+
+
+def to_numpy(params: Any) -> Any:
+  return jax.tree.map(np.asarray, params)
