@@ -63,13 +63,17 @@ def _write_side(out_dir: str, cfg: ModelConfig) -> None:
 
 
 def make_hf_checkpoint(out_dir: str, cfg: ModelConfig, seed: int = 0, dtype: str = "float32",
-                       max_shard_size: str | int = "5GB") -> str:
-  """Random-init transformers Qwen3 → safetensors (sharded when large) + SDAR config.json + tokenizer."""
+                       max_shard_size: str | int = "5GB", init_std: float = 0.02) -> str:
+  """Random-init transformers Qwen3 → safetensors (sharded when large) + SDAR config.json + tokenizer.
+
+  A larger init_std gives peakier next-token distributions, so confidence thresholds are exercised.
+  """
   import torch
   from transformers import Qwen3Config, Qwen3ForCausalLM
 
   torch.manual_seed(seed)
-  hf_cfg = Qwen3Config(**{k: v for k, v in cfg.to_hf_dict().items() if k not in ("block_size", "mask_token_id")})
+  hf_cfg = Qwen3Config(initializer_range=init_std,
+                       **{k: v for k, v in cfg.to_hf_dict().items() if k not in ("block_size", "mask_token_id")})
   model = Qwen3ForCausalLM(hf_cfg).to(getattr(torch, dtype))
   with torch.no_grad():  # random, non-trivial norm weights so the parity tests exercise them
     for name, p in model.named_parameters():

@@ -1,0 +1,71 @@
+"""Decoding settings (SPEC §4), hashable so they can be static arguments of the jitted decode loop."""
+
+from __future__ import annotations
+
+import dataclasses
+
+STRATEGIES = ("sequential", "low_confidence_static", "low_confidence_dynamic", "entropy_bounded")
+
+
+class DecodeError(ValueError):
+  """Unusable decoding settings or inputs; the message names the setting and its value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  """Block size B, denoising steps S per block (None = B), strategy, threshold θ, sampling and stopping."""
+
+  block_size: int = 32
+  steps: int | None = None
+  strategy: str = "low_confidence_dynamic"
+  threshold: float = 0.9
+  entropy_budget: float = 0.35
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  greedy: bool = False
+  max_new_tokens: int = 512
+  stop_ids: tuple[int, ...] = ()
+  dtype: str = "float32"
+  attn_impl: str = "xla"
+
+  @property
+  def num_steps(self) -> int:
+    return self.steps or self.block_size
+
+  @property
+  def is_greedy(self) -> bool:
+    return self.greedy or self.temperature == 0
+
+  def validate(self) -> "DecodeConfig":
+    """Raise DecodeError naming the first bad setting; return self."""
+    if self.strategy not in STRATEGIES:
+      raise DecodeError(f"strategy={self.strategy!r} is unknown; expected one of {STRATEGIES}")
+    if self.block_size <= 0:
+      raise DecodeError(f"block_size={self.block_size} must be positive")
+    if not 1 <= self.num_steps <= self.block_size:
+      raise DecodeError(f"steps={self.steps} must be between 1 and block_size={self.block_size}")
+    if self.max_new_tokens <= 0:
+      raise DecodeError(f"max_new_tokens={self.max_new_tokens} must be positive")
+    if self.temperature < 0:
+      raise DecodeError(f"temperature={self.temperature} must be >= 0")
+    if self.top_k < 0:
+      raise DecodeError(f"top_k={self.top_k} must be >= 0 (0 disables it)")
+    if not 0 < self.top_p <= 1:
+      raise DecodeError(f"top_p={self.top_p} must be in (0, 1]")
+    if not 0 <= self.threshold <= 1:
+      raise DecodeError(f"threshold={self.threshold} must be in [0, 1]")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise DecodeError(f"dtype={self.dtype!r} must be float32 or bfloat16")
+    return self
+
+  def check_model(self, model_block_size: int | None, mask_token_id: int | None, vocab_size: int) -> None:
+    """Model-dependent checks: a mask token exists, block sizes agree, stop ids are in the vocabulary."""
+    if mask_token_id is None:
+      raise DecodeError("the checkpoint's config.json has no 'mask_token_id'; block diffusion needs a mask token")
+    if model_block_size and (model_block_size % self.block_size and self.block_size % model_block_size):
+      raise DecodeError(f"block_size={self.block_size} and the model's block_size={model_block_size} do not "
+                        "divide one another")
+    for sid in self.stop_ids:
+      if not 0 <= sid < vocab_size:
+        raise DecodeError(f"stop id {sid} is outside the vocabulary (size {vocab_size})")

@@ -1,0 +1,101 @@
+"""The compiled block-diffusion decode loop (SPEC §4): prefill, then per block denoising forwards and a commit.
+
+Everything runs inside `lax.while_loop`s: an outer loop over blocks (exits when every sequence stopped) and an inner
+loop over denoising steps (exits when no active sequence has a masked position left). Each sequence keeps its own
+block grid (block k = positions kB..kB+B-1 from its own first prompt token), its own stop flag and its own key.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from lrl_jax.decode import sampling, strategies
+from lrl_jax.decode.config import DecodeConfig
+from lrl_jax.model import forward, logits
+from lrl_jax.model.config import ModelConfig
+
+TRACES = {"decode": 0}  # incremented at trace time; tests use it to count compilations
+
+
+def num_slots(prompt_bucket: int, max_new_tokens: int, block_size: int) -> int:
+  """KV-cache / token-buffer length: enough whole blocks for the longest prompt plus max_new_tokens."""
+  return -(-(prompt_bucket + max_new_tokens) // block_size) * block_size
+
+
+def _slice_rows(x, start, size):
+  return jax.vmap(lambda r, s: jax.lax.dynamic_slice_in_dim(r, s, size))(x, start)
+
+
+def _put_rows(x, update, start):
+  return jax.vmap(lambda r, u, s: jax.lax.dynamic_update_slice_in_dim(r, u, s, 0))(x, update, start)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "dcfg"), donate_argnames=("cache",))
+def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig, dcfg: DecodeConfig):
+  """Decode a batch. prompt [b, p] right-padded, prompt_len [b], keys [b] (one stream each), active [b].
+
+  Returns (out, cache): out holds tokens/step_map/logp [b, slots] (positions from each row's 0; step_map -1 where
+  not generated), the current block [b], denoising forwards `nf` [b] and commit forwards `commits` [b].
+  """
+  TRACES["decode"] += 1
+  b, p = prompt.shape
+  bs, steps, mask_id = dcfg.block_size, dcfg.num_steps, cfg.mask_token_id
+  slots = cache["k"].shape[2]
+  dtype = jnp.dtype(dcfg.dtype)
+  fwd = functools.partial(forward, params, cfg, mode="block", block_size=bs, dtype=dtype, attn_impl=dcfg.attn_impl)
+  stop_ids = jnp.asarray(dcfg.stop_ids or (-1,), jnp.int32)
+
+  pos = jnp.arange(slots, dtype=jnp.int32)
+  prompt_full = jnp.pad(prompt, ((0, 0), (0, slots - p)))
+  tokens = jnp.where(pos < prompt_len[:, None], prompt_full, mask_id).astype(jnp.int32)
+  step_map = jnp.full((b, slots), -1, jnp.int32)
+  logp = jnp.zeros((b, slots), jnp.float32)
+  prefill_end = (prompt_len // bs) * bs
+  _, cache = fwd(prompt, jnp.broadcast_to(pos[:p], (b, p)), valid=pos[:p] < prefill_end[:, None], cache=cache)
+  end = prompt_len + dcfg.max_new_tokens  # response positions are [prompt_len, end)
+
+  def denoise(state):
+    """Inner loop: denoising forwards on each row's current block until no active row has a mask left."""
+    blk, masked, blk_pos, run, n_masked, cache, nf, sm, lp, step = state
+    h, cache = fwd(blk, blk_pos, cache=cache)
+    lg = logits(params, cfg, h).at[..., mask_id].set(-jnp.inf)  # the mask token is never a candidate
+    step_keys = jax.vmap(jax.random.fold_in)(keys, nf)
+    tok, prob, tok_logp, entropy = sampling.candidates(lg, step_keys, dcfg, dcfg.strategy == "entropy_bounded")
+    working = run & masked.any(-1)
+    n = strategies.schedule(n_masked, steps, step)
+    fill = strategies.select(dcfg.strategy, masked, prob, entropy, n, dcfg) & masked & working[:, None]
+    blk = jnp.where(fill, tok, blk)
+    sm = jnp.where(fill, nf[:, None], sm)
+    lp = jnp.where(fill, tok_logp, lp)
+    return blk, masked & ~fill, blk_pos, run, n_masked, cache, nf + working, sm, lp, step + 1
+
+  def denoise_cond(state):
+    masked, run, step = state[1], state[3], state[9]
+    return (step < steps) & (run[:, None] & masked).any()
+
+  def block(state):
+    tokens, step_map, logp, cache, cur, finished, nf, commits = state
+    start = cur * bs
+    blk_pos = start[:, None] + jnp.arange(bs, dtype=jnp.int32)
+    blk = _slice_rows(tokens, start, bs)
+    masked = blk_pos >= prompt_len[:, None]
+    run = ~finished
+    init = (blk, masked, blk_pos, run, masked.sum(-1), cache, nf, _slice_rows(step_map, start, bs),
+            _slice_rows(logp, start, bs), jnp.int32(0))
+    blk, _, _, _, _, cache, nf, sm, lp, _ = jax.lax.while_loop(denoise_cond, denoise, init)
+    tokens, step_map, logp = _put_rows(tokens, blk, start), _put_rows(step_map, sm, start), _put_rows(logp, lp, start)
+    in_response = (blk_pos >= prompt_len[:, None]) & (blk_pos < end[:, None])
+    stopped = (jnp.isin(blk, stop_ids) & in_response).any(-1) | (start + bs >= end)
+    go_on = run & ~stopped
+    cache = jax.lax.cond(go_on.any(), lambda c: fwd(blk, blk_pos, cache=c)[1], lambda c: c, cache)
+    return (tokens, step_map, logp, cache, jnp.where(go_on, cur + 1, cur), finished | stopped, nf,
+            commits + go_on)
+
+  zeros = jnp.zeros((b,), jnp.int32)
+  init = (tokens, step_map, logp, cache, prompt_len // bs, ~active, zeros, zeros)
+  tokens, step_map, logp, cache, cur, _, nf, commits = jax.lax.while_loop(lambda s: ~s[5].all(), block, init)
+  out = {"tokens": tokens, "step_map": step_map, "logp": logp, "block": cur, "nf": nf, "commits": commits}
+  return out, cache

@@ -1,0 +1,47 @@
+"""Which masked positions a denoising step fills (SPEC §4.3-4.4); every function works on [batch, block] arrays."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from lrl_jax.decode.config import DecodeConfig
+
+
+def schedule(num_masked: jnp.ndarray, steps: int, step: jnp.ndarray) -> jnp.ndarray:
+  """n_s: tokens step `step` must at least fill, for a block that started with num_masked masks [b]."""
+  return num_masked // steps + (step < num_masked % steps).astype(jnp.int32)
+
+
+def _rank(score: jnp.ndarray, masked: jnp.ndarray) -> jnp.ndarray:
+  """Rank [b, t] of each masked position by descending score (ties: leftmost first); unmasked rank last."""
+  key = jnp.where(masked, score, -jnp.inf)
+  order = jnp.argsort(-key, axis=-1, stable=True)
+  return jnp.argsort(order, axis=-1, stable=True)
+
+
+def _top_n(score, masked, n):
+  return masked & (_rank(score, masked) < n[:, None])
+
+
+def select(strategy: str, masked, prob, entropy, n, cfg: DecodeConfig):
+  """Boolean [b, t] positions to fill. masked/prob/entropy: [b, t]; n: [b] minimum count n_s.
+
+  Every strategy fills at least n_s, so a block always finishes within its S steps (entropy_bounded: the
+  budget may admit more, never fewer than max(1, n_s)).
+  """
+  if strategy == "sequential":
+    return masked & (jnp.cumsum(masked, axis=-1) <= n[:, None])
+  if strategy == "low_confidence_static":
+    return _top_n(prob, masked, n)
+  if strategy == "low_confidence_dynamic":
+    confident = masked & (prob > cfg.threshold)
+    enough = confident.sum(-1) >= n
+    return jnp.where(enough[:, None], confident, _top_n(prob, masked, n))
+  if strategy == "entropy_bounded":
+    rank = _rank(-entropy, masked)  # lowest entropy first
+    order = jnp.argsort(rank, axis=-1)
+    sorted_entropy = jnp.take_along_axis(jnp.where(masked, entropy, jnp.inf), order, -1)
+    within = (jnp.cumsum(sorted_entropy, -1) <= cfg.entropy_budget).sum(-1)
+    count = jnp.minimum(jnp.maximum(within, jnp.maximum(n, 1)), masked.sum(-1))
+    return masked & (rank < count[:, None])
+  raise ValueError(f"unknown strategy {strategy!r}")
