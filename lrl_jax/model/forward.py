@@ -136,11 +136,12 @@ def gather(hidden: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.take_along_axis(hidden, index[..., None], axis=1)
 
 
-def token_logprobs(params: dict, cfg: ModelConfig, hidden: jax.Array, targets: jax.Array, chunk: int = 128):
+def token_logprobs(params: dict, cfg: ModelConfig, hidden: jax.Array, targets: jax.Array, chunk: int = 128,
+                   banned_token: int | None = None):
   """log p(target) and entropy, each [b, n], from hidden [b, n, e], vocab-wide log-softmax in float32.
 
   Works `chunk` positions at a time under remat, so neither the forward nor the backward pass holds more than
-  [b, chunk, vocab] logits.
+  [b, chunk, vocab] logits. `banned_token` (the mask token) is excluded from the distribution, as in decoding.
   """
   b, n, e = hidden.shape
   chunk = min(chunk, n)
@@ -151,9 +152,12 @@ def token_logprobs(params: dict, cfg: ModelConfig, hidden: jax.Array, targets: j
   @jax.checkpoint
   def one(args):
     h, t = args  # [b, chunk, e], [b, chunk]
-    logp = jax.nn.log_softmax(logits(params, cfg, h), axis=-1)
+    lg = logits(params, cfg, h)
+    if banned_token is not None:
+      lg = lg.at[..., banned_token].set(-jnp.inf)
+    logp = jax.nn.log_softmax(lg, axis=-1)
     picked = jnp.take_along_axis(logp, t[..., None], axis=-1)[..., 0]
-    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    entropy = -jnp.sum(jnp.where(jnp.isfinite(logp), jnp.exp(logp) * logp, 0.0), axis=-1)
     return picked, entropy
 
   hs = hidden.reshape(b, -1, chunk, e).swapaxes(0, 1)

@@ -78,10 +78,16 @@ def restore_orbax_params(path: str, target: Any | None = None) -> Any:
 
 
 def write_orbax_dir(params: Any, out_dir: str, src_dir: str | None = None, cfg: ModelConfig | None = None,
-                    overwrite: bool = False) -> None:
-  """An Orbax model directory: params/ plus the side files of src_dir (or a config.json made from cfg)."""
+                    overwrite: bool = False, tokenizer=None, stop_ids: tuple[int, ...] = ()) -> None:
+  """An Orbax model directory: params/ plus the side files of src_dir, or a config.json made from cfg, the
+  tokenizer's files and a generation_config.json naming the stop ids."""
   with atomic_dir(out_dir, overwrite) as tmp:
     save_orbax_params(params, os.path.join(tmp, PARAMS_DIR))
+    if tokenizer is not None:
+      tokenizer.save_pretrained(tmp)
+    if stop_ids:
+      with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": list(stop_ids)}, f)
     _write_side_files(tmp, src_dir, cfg)
 
 

@@ -1,0 +1,87 @@
+"""One Mesh (data, fsdp, tensor) from config, logical-axis rules, and shardings of params, optimizer state, batches.
+
+A logical axis whose size a mesh axis does not divide stays unsharded on that axis, so tiny models and odd
+vocabularies still run on any mesh; the same code runs on one device with every axis of size 1.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lrl_jax.model.axes import logical_to_spec
+from lrl_jax.model.params import param_axes
+from lrl_jax.model.config import ModelConfig
+
+AXES = ("data", "fsdp", "tensor")
+
+RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("layers", None),
+    ("head_dim", None),
+    ("seq", None),
+)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:
+  """Mesh over all devices; one axis may be -1 (= the devices left over)."""
+  devices = list(devices if devices is not None else jax.devices())
+  sizes = [data, fsdp, tensor]
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if sizes.count(-1) > 1 or len(devices) % known:
+    raise ValueError(f"mesh (data={data}, fsdp={fsdp}, tensor={tensor}) does not fit {len(devices)} devices")
+  sizes = [len(devices) // known if s == -1 else s for s in sizes]
+  if int(np.prod(sizes)) != len(devices):
+    raise ValueError(f"mesh {dict(zip(AXES, sizes))} needs {int(np.prod(sizes))} devices, have {len(devices)}")
+  return Mesh(np.asarray(devices).reshape(sizes), AXES)
+
+
+def fitted_spec(shape, names, mesh: Mesh, rules=RULES) -> PartitionSpec:
+  """PartitionSpec of logical names, dropping mesh axes that do not divide the dimension."""
+  spec = logical_to_spec(names, rules)
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    kept, size = [], 1
+    for a in axes:
+      if dim % (size * mesh.shape[a]) == 0:
+        kept.append(a)
+        size *= mesh.shape[a]
+    out.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+  return PartitionSpec(*out)
+
+
+def param_shardings(cfg: ModelConfig, params_shape, mesh: Mesh, rules=RULES):
+  """NamedSharding of every parameter from its logical axes."""
+  axes = param_axes(cfg)
+  return jax.tree.map(lambda names, x: NamedSharding(mesh, fitted_spec(x.shape, names, mesh, rules)), axes,
+                      params_shape, is_leaf=lambda a: isinstance(a, tuple))
+
+
+def opt_state_shardings(optimizer: optax.GradientTransformation, params_shape, p_shardings, mesh: Mesh):
+  """Optimizer state shaped like the params (Adam moments) shares their shardings; scalars are replicated."""
+  state_shape = jax.eval_shape(optimizer.init, params_shape)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return optax.tree_map_params(optimizer, lambda _, s: s, state_shape, p_shardings,
+                               transform_non_params=lambda _: replicated)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Rows over (data, fsdp); other dims replicated."""
+  return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_divisor(mesh: Mesh) -> int:
+  """Row counts must be multiples of this to shard over (data, fsdp)."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]

@@ -1,0 +1,78 @@
+"""Host side of an RL update: rollout records → fixed-shape training rows → accumulated batches → micro-batches.
+
+Shapes are bucketed (rows to a multiple of the micro-batch, length to a power-of-two number of blocks) so the
+compiled step functions see few distinct shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from lrl_jax.rl import losses, rows
+
+
+class Rows(NamedTuple):
+  """Training rows of the kept responses plus what the loss needs per row."""
+  batch: rows.RowBatch  # tokens/noisy_masked/scored/valid [rows, L], row_to_seq [rows]
+  advantages: np.ndarray  # [rows]
+  correct: np.ndarray  # [rows] 1.0 for responses judged correct
+  sampler_logp: np.ndarray  # [rows, L] sampler log-prob at scored positions, 0 elsewhere
+
+
+def length_bucket(length: int, block_size: int, multiple: int = 0) -> int:
+  """Row length padded to `multiple`, or to a power-of-two number of blocks when multiple is 0."""
+  if multiple:
+    return -(-length // multiple) * multiple
+  blocks = max(1, -(-length // block_size))
+  return (1 << (blocks - 1).bit_length()) * block_size
+
+
+def training_rows(records: Sequence[dict], advantages: np.ndarray, correct: np.ndarray, *, mode: str,
+                  block_size: int, shrink: int, pad_id: int, row_multiple: int, len_multiple: int = 0) -> Rows:
+  """Rows of every record (SPEC §7.1 `mode`), padded to [multiple of row_multiple, bucketed length]."""
+  seq_rows, tokens = [], []
+  for r in records:
+    step_map = np.asarray(r["decoded_step_map"], np.int64)
+    seq_rows.append(rows.sequence_rows(mode, len(r["prompt_ids"]), step_map, len(r["response_ids"]), block_size,
+                                       shrink))
+    tokens.append(np.asarray(r["prompt_ids"] + r["decoded_ids"], np.int32))
+  total = sum(n.shape[0] for n, _ in seq_rows)
+  num_rows = max(row_multiple, -(-total // row_multiple) * row_multiple)
+  max_len = length_bucket(max(len(t) for t in tokens), block_size, len_multiple)
+  batch = rows.pad_rows(seq_rows, tokens, pad_id, num_rows=num_rows, max_len=max_len)
+  sampler = np.zeros(batch.tokens.shape, np.float32)
+  for i, k in enumerate(batch.row_to_seq):
+    if k < 0:
+      continue
+    p = len(records[k]["prompt_ids"])
+    lp = np.asarray(records[k].get("logprobs", []), np.float32)
+    sampler[i, p:p + len(lp)] = lp
+  sampler = np.where(batch.scored, sampler, 0.0)
+  return Rows(batch, rows.per_row(np.asarray(advantages, np.float32), batch.row_to_seq),
+              rows.per_row(np.asarray(correct, np.float32), batch.row_to_seq), sampler)
+
+
+def update_groups(row_to_seq: np.ndarray, num_updates: int) -> list[np.ndarray]:
+  """Split rows into `num_updates` accumulated batches, keeping each sequence's rows together."""
+  seqs = np.unique(row_to_seq[row_to_seq >= 0])
+  parts = np.array_split(seqs, max(1, min(num_updates, len(seqs))))
+  return [np.flatnonzero(np.isin(row_to_seq, part)) for part in parts if len(part)]
+
+
+def micro_batches(r: Rows, idx: np.ndarray, micro_rows: int, loss_cfg: losses.LossConfig,
+                  logp_old: np.ndarray, logp_ref: np.ndarray) -> Iterator[dict]:
+  """Micro-batches (dicts of arrays) of the accumulated batch `idx`, weights exact over the whole of it."""
+  pad = (-len(idx)) % micro_rows
+  b = r.batch
+  scored = b.scored[idx]
+  weights = losses.loss_weights(scored, b.row_to_seq[idx], r.correct[idx], loss_cfg)
+  fields = {
+      "tokens": b.tokens[idx], "noisy_masked": b.noisy_masked[idx], "valid": b.valid[idx], "scored": scored,
+      "advantages": r.advantages[idx], "logp_old": logp_old[idx], "logp_ref": logp_ref[idx],
+      "w_policy": weights.policy, "w_kl": weights.kl, "w_nll": weights.nll,
+  }
+  fields = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in fields.items()}
+  for lo in range(0, len(idx) + pad, micro_rows):
+    yield {k: v[lo:lo + micro_rows] for k, v in fields.items()}
