@@ -11,6 +11,8 @@ def get_config():
   c.algorithm = "lightningrl"
   c.model.dtype = "float32"
   c.model.remat = "none"
+  c.model.tokenizer = "words"
+  c.model.tiny.vocab_size = 160
   c.data.train = "demo"
   c.data.eval = "demo"
   c.data.demo_difficulty = 1
@@ -21,7 +23,7 @@ def get_config():
   c.warm_start.lr = 2e-3
   c.rollout.block_size = 8
   c.rollout.threshold = 0.9
-  c.rollout.max_new_tokens = 32
+  c.rollout.max_new_tokens = 24
   c.rollout.num_prompts = 16
   c.rollout.num_responses = 8
   c.rollout.batch_size = 128

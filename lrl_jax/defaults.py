@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "bfloat16"  # compute dtype; master weights stay float32
   c.model.remat = "dots"  # none | dots | full
   c.model.q_chunk = 0  # query chunk of the training attention (0: whole rows)
+  c.model.tokenizer = "chars"  # tokenizer of the from-scratch tiny model: chars | words (demo vocabulary)
   c.model.tiny = ml_collections.ConfigDict(dict(vocab_size=128, hidden_size=128, num_layers=4, num_heads=4,
                                                 num_kv_heads=2, head_dim=32, intermediate_size=384))
 

@@ -59,11 +59,17 @@ def make_record(prompt: Sequence[int], out: dict[str, np.ndarray], row: int, dcf
   return record
 
 
+# Built by jit so a fresh cache is placed exactly like the cache `engine.decode` returns: both hit one compiled program.
+_fresh_cache = jax.jit(init_cache, static_argnums=(0, 1, 2, 3))
+
+
 class Decoder:
   """Generates rollout records for a model; holds one compiled program and KV cache per prompt bucket."""
 
   def __init__(self, cfg: ModelConfig, dcfg: DecodeConfig, batch_size: int = 8, tokenizer=None):
     dcfg.validate().check_model(cfg.block_size, cfg.mask_token_id, cfg.vocab_size)
+    if dcfg.attn_impl == "pallas":
+      import lrl_jax.decode.pallas_attention  # noqa: F401  (registers the "pallas" attention backend)
     self.cfg, self.dcfg, self.batch_size, self.tokenizer = cfg, dcfg, batch_size, tokenizer
     self._caches: dict[int, dict] = {}
     self.decode_seconds = 0.0
@@ -107,14 +113,29 @@ class Decoder:
     ids = np.zeros((b,), np.uint32)
     ids[:len(stream_ids)] = stream_ids
     keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(ids))
+    start = time.perf_counter()
+    out = jax.device_get(self._decode(params, bucket, tokens, lengths, keys, active))
+    self.decode_seconds += time.perf_counter() - start
+    return [make_record(prompt, out, i, self.dcfg, self.tokenizer, with_logprobs) for i, prompt in enumerate(prompts)]
+
+  def _decode(self, params, bucket: int, tokens, lengths, keys, active):
+    """One engine call on the bucket's kept (donated) cache, or a fresh one."""
     cache = self._caches.pop(bucket, None)
     if cache is None:
-      slots = engine.num_slots(bucket, self.dcfg.max_new_tokens, bs)
-      cache = init_cache(self.cfg, b, slots, jnp.dtype(self.dcfg.dtype))
-    start = time.perf_counter()
-    out, cache = engine.decode(params, jnp.asarray(tokens), jnp.asarray(lengths), keys, jnp.asarray(active), cache,
-                               cfg=self.cfg, dcfg=self.dcfg)
-    out = jax.device_get(out)
-    self.decode_seconds += time.perf_counter() - start
-    self._caches[bucket] = cache
-    return [make_record(prompt, out, i, self.dcfg, self.tokenizer, with_logprobs) for i, prompt in enumerate(prompts)]
+      slots = engine.num_slots(bucket, self.dcfg.max_new_tokens, self.dcfg.block_size)
+      cache = _fresh_cache(self.cfg, self.batch_size, slots, jnp.dtype(self.dcfg.dtype))
+    out, self._caches[bucket] = engine.decode(params, jnp.asarray(tokens), jnp.asarray(lengths), keys,
+                                              jnp.asarray(active), cache, cfg=self.cfg, dcfg=self.dcfg)
+    return out
+
+  def warm_up(self, params, prompts: Sequence[Sequence[int]]) -> None:
+    """Compile the program of every prompt bucket `generate(params, prompts)` will use (all rows inactive: the
+    loop exits after the prefill), so that timed calls measure decoding only."""
+    b = self.batch_size
+    buckets = {prompt_bucket(max(len(p) for p in prompts[lo:lo + b]), self.dcfg.block_size)
+               for lo in range(0, len(prompts), b)}
+    keys = jax.random.split(jax.random.key(0), b)
+    for bucket in sorted(buckets):
+      out = self._decode(params, bucket, np.zeros((b, bucket), np.int32), np.ones((b,), np.int32), keys,
+                         np.zeros((b,), bool))
+      jax.block_until_ready(out)

@@ -42,10 +42,23 @@ def model_from_config(config) -> tuple[ModelConfig, Any, Any, tuple[int, ...]]:
   else:
     cfg = tiny.tiny_config(block_size=config.rollout.block_size, **config.model.tiny.to_dict())
     params = init_params(cfg, jax.random.key(config.seed))
-    tok, stops = tiny.char_tokenizer(), DEMO_STOP_IDS
+    tok, stops = _tiny_tokenizer(config.model.tokenizer), DEMO_STOP_IDS
+    if len(tok) > cfg.vocab_size:
+      raise ValueError(f"model.tiny.vocab_size={cfg.vocab_size} is smaller than the tokenizer ({len(tok)} tokens)")
   if config.rollout.stop_ids:
     stops = tuple(int(s) for s in str(config.rollout.stop_ids).split(","))
   return cfg, params, tok, stops
+
+
+def _tiny_tokenizer(kind: str):
+  """The char tokenizer, or the word tokenizer over the demo's vocabulary (template + every demo task word)."""
+  if kind == "chars":
+    return tiny.char_tokenizer()
+  if kind != "words":
+    raise ValueError(f"model.tokenizer={kind!r} must be 'chars' or 'words'")
+  corpus = [templates.MATH_TEMPLATE] + [t.question + " " + t.solution for d in range(1, demo_tasks.MAX_DIFFICULTY + 1)
+                                         for t in demo_tasks.make_tasks(500, d, seed=0)]
+  return tiny.word_tokenizer(corpus)
 
 
 def load_dataset(name: str, size: int, difficulty: int, seed: int) -> list:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import string
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,33 @@ def char_tokenizer():
   fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                  additional_special_tokens=list(SPECIAL_TOKENS[1:]))
   return fast
+
+
+WORD_PATTERN = r" ?[A-Za-z]+| ?\d|\s|[^A-Za-z\d\s]"
+
+
+def word_tokenizer(corpus: Iterable[str]):
+  """A word-level fast tokenizer for the CPU demo: the 4 special tokens, every printable char, then each
+  (space-prefixed) word of the corpus; digits stay single tokens so arithmetic is spelled out.
+
+  Prompts come out ~4x shorter than with `char_tokenizer`; words outside the corpus map to <|endoftext|>.
+  """
+  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+
+  vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+  for ch in CHARS:
+    vocab.setdefault(ch, len(vocab))
+  for text in corpus:
+    for special in SPECIAL_TOKENS:
+      text = text.replace(special, "\n")
+    for word in re.findall(WORD_PATTERN, text):
+      vocab.setdefault(word, len(vocab))
+  tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+  tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
+  tok.decoder = decoders.Fuse()
+  return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                 additional_special_tokens=list(SPECIAL_TOKENS[1:]))
 
 
 def tiny_config(vocab_size: int = 128, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,

@@ -5,7 +5,7 @@ import numpy as np
 
 from lrl_jax.decode import Decoder, DecodeConfig
 from lrl_jax.rl import layout, rows
-from lrl_jax.weights import tiny
+
 
 
 def _logps(cfg, params, records, mode, block_size):
