@@ -18,7 +18,8 @@ def get_config():
   c.data.demo_difficulty = 1
   c.data.demo_size = 2048
   c.data.eval_size = 128
-  c.warm_start.steps = 300
+  c.warm_start.steps = 250
+  c.warm_start.max_mask_rate = 0.5  # a warm start that decodes accurately but slowly, like a base model
   c.warm_start.batch_size = 32
   c.warm_start.lr = 2e-3
   c.rollout.block_size = 8
@@ -27,11 +28,11 @@ def get_config():
   c.rollout.num_prompts = 16
   c.rollout.num_responses = 8
   c.rollout.batch_size = 128
-  c.optim.lr = 1e-4
+  c.optim.lr = 2e-4
   c.optim.warmup_steps = 2
-  c.train.steps = 30
+  c.train.steps = 60
   c.train.micro_batch_rows = 64
-  c.train.eval_every = 10
+  c.train.eval_every = 20
   c.train.checkpoint_every = 5
   c.eval.thresholds = (0.9, 0.7, 0.5)
   c.eval.batch_size = 128

@@ -26,7 +26,7 @@ def _np_dtype(name: str | None):
 def hf_to_orbax(hf_dir: str, out_dir: str, dtype: str | None = None, overwrite: bool = False) -> None:
   """Stream HF shards into stacked params and save them with Orbax beside the config/tokenizer files."""
   cfg = load_config(hf_dir)
-  params = hf.read_hf_params(hf_dir, cfg, _np_dtype(dtype))
+  params = checkpoint.to_device_in_place(hf.read_hf_params(hf_dir, cfg, _np_dtype(dtype)))
   checkpoint.write_orbax_dir(params, out_dir, src_dir=hf_dir, overwrite=overwrite)
 
 

@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100
   c.train.micro_batch_rows = 8
-  c.train.rows_per_update = 0  # 0 = all kept rows of a step in one optimizer update
+  c.train.sequences_per_update = 0  # kept responses per optimizer update (0 = all of a step in one update)
   c.train.row_len_bucket = 0  # pad row length to a multiple of this (0 = next power of two of blocks)
   c.train.eval_every = 0
   c.train.checkpoint_every = 1
@@ -92,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.warm_start.lr = 1e-3
   c.warm_start.batch_size = 32
   c.warm_start.warmup_steps = 20
+  c.warm_start.max_mask_rate = 1.0  # per-block mask rate ~ U(0, max]; below 1 the model starts slow to decode
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
@@ -100,3 +101,39 @@ def base_config() -> ml_collections.ConfigDict:
   c.debug = ml_collections.ConfigDict(dict(kill_at=""))  # fault injection for resume tests: "PHASE@STEP"
   c.lock()
   return c
+
+
+def _keys(config, prefix: str = "") -> list[str]:
+  out = []
+  for k, v in config.items():
+    out.append(prefix + k)
+    if isinstance(v, ml_collections.ConfigDict):
+      out.extend(_keys(v, f"{prefix}{k}."))
+  return out
+
+
+def check_overrides(argv: list[str]) -> None:
+  """Exit with one clear message when a `--config.KEY=...` names no key of the config file, suggesting the closest.
+
+  ml_collections raises a bare KeyError deep in flag parsing; this check runs first and names the key.
+  """
+  import difflib
+  import runpy
+  import sys
+
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if path is None and "--config" in argv[:-1]:
+    path = argv[argv.index("--config") + 1]
+  if path is None or not path.endswith(".py"):
+    return
+  try:
+    keys = _keys(runpy.run_path(path)["get_config"]())
+  except (OSError, KeyError) as e:
+    sys.exit(f"error: cannot load config file {path}: {e}")
+  for arg in argv:
+    if arg.startswith("--config.") and "=" in arg:
+      key = arg[len("--config."):].split("=", 1)[0]
+      if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        sys.exit(f"error: unknown config key '{key}' in {path}{hint}")

@@ -16,6 +16,7 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lrl_jax.defaults import check_overrides
 from lrl_jax.data import DataFormatError
 from lrl_jax.decode import DecodeError
 from lrl_jax.eval_sweep import EvalError, device_name, make_plan, sweep
@@ -74,4 +75,5 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
+  check_overrides(sys.argv)
   app.run(main)

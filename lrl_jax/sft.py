@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 
 import jax
@@ -19,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from lrl_jax.defaults import check_overrides
 from lrl_jax.rl import layout, setup
 from lrl_jax.rl.batch import length_bucket
 from lrl_jax.weights.checkpoint import write_orbax_dir
@@ -43,10 +45,11 @@ def sft_rows(prompts: list[list[int]], responses: list[list[int]], block_size: i
   return tokens, valid, maskable
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "block_size", "dtype"), donate_argnums=(0, 1))
-def sft_step(params, opt_state, key, tokens, valid, maskable, *, cfg, optimizer, block_size, dtype):
+@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "block_size", "dtype", "max_rate"),
+                   donate_argnums=(0, 1))
+def sft_step(params, opt_state, key, tokens, valid, maskable, *, cfg, optimizer, block_size, dtype, max_rate):
   """One optimizer step on the masked-token NLL (mean over masked tokens)."""
-  noisy = layout.random_block_masks(key, maskable, block_size)
+  noisy = layout.random_block_masks(key, maskable, block_size, max_rate)
 
   def loss_fn(p):
     total, count = layout.masked_lm_loss(p, cfg, tokens, noisy, valid, noisy, block_size=block_size,
@@ -74,7 +77,8 @@ def run_sft(config, cfg, params, tokenizer, prompts, responses, progress: bool =
     idx = rng.choice(len(tokens), ws.batch_size, replace=len(tokens) < ws.batch_size)
     params, opt_state, loss = sft_step(params, opt_state, jax.random.fold_in(key, step), tokens[idx], valid[idx],
                                        maskable[idx], cfg=cfg, optimizer=optimizer,
-                                       block_size=config.rollout.block_size, dtype=config.model.dtype)
+                                       block_size=config.rollout.block_size, dtype=config.model.dtype,
+                                       max_rate=ws.max_mask_rate)
     losses.append(loss)
   tail = float(np.mean(jax.device_get(losses[-20:]))) if losses else float("nan")
   return params, tail
@@ -112,4 +116,5 @@ if __name__ == "__main__":  # flags are defined only when run as a program: trai
   config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", lock_config=True)
   flags.DEFINE_string("workdir", None, "output directory (the model dir is written to WORKDIR/warmstart)")
   flags.mark_flags_as_required(["config", "workdir"])
+  check_overrides(sys.argv)
   app.run(main)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import jax
@@ -15,6 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from lrl_jax.defaults import check_overrides
 from lrl_jax.metrics import MetricWriter, summary_table
 from lrl_jax.rl.trainer import Trainer
 
@@ -85,4 +87,5 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
+  check_overrides(sys.argv)
   app.run(main)

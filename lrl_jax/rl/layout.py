@@ -44,11 +44,11 @@ def masked_lm_loss(params, cfg: ModelConfig, tokens, noisy_masked, valid, loss_m
   return -jnp.sum(jnp.where(mask, logp, 0.0)), jnp.sum(mask)
 
 
-def random_block_masks(key: jax.Array, maskable, block_size: int) -> jax.Array:
-  """SDAR training noise: per row and block a mask rate t ~ U(0, 1], each maskable token masked with prob t."""
+def random_block_masks(key: jax.Array, maskable, block_size: int, max_rate: float = 1.0) -> jax.Array:
+  """SDAR training noise: per row and block a mask rate t ~ U(0, max_rate], each maskable token masked with prob t."""
   rows, length = maskable.shape
   k_rate, k_tok = jax.random.split(key)
   blocks = -(-length // block_size)
-  rate = 1.0 - jax.random.uniform(k_rate, (rows, blocks))  # (0, 1]
+  rate = max_rate * (1.0 - jax.random.uniform(k_rate, (rows, blocks)))  # (0, max_rate]
   per_token = jnp.repeat(rate, block_size, axis=1)[:, :length]
   return maskable & (jax.random.uniform(k_tok, (rows, length)) < per_token)

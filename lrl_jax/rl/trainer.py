@@ -168,7 +168,8 @@ class Trainer:
     timings["time_logprobs"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    num_updates = max(1, -(-len(records) // c.train.rows_per_update)) if c.train.rows_per_update else 1
+    per = c.train.sequences_per_update
+    num_updates = max(1, -(-len(records) // per)) if per else 1
     per_update, norms = [], []
     for idx in batch_lib.update_groups(b.row_to_seq, num_updates):
       grads = aux = None

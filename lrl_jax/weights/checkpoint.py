@@ -64,9 +64,16 @@ def cast_params(params: Any, dtype) -> Any:
   return jax.tree.map(lambda x: x.astype(dtype), params)
 
 
+def to_device_in_place(tree: dict) -> dict:
+  """Replace every numpy leaf of a nested dict by a jax array, one at a time, so each host copy is freed as it goes."""
+  for key, value in tree.items():
+    tree[key] = to_device_in_place(value) if isinstance(value, dict) else jax.device_put(value)
+  return tree
+
+
 def save_orbax_params(params: Any, path: str) -> None:
-  """Write params with Orbax at `path` (which must not exist) and wait for completion."""
-  checkpointer = ocp.StandardCheckpointer()
+  """Write params with Orbax at `path` (which must not exist) and wait for completion; at most 1 GB in flight."""
+  checkpointer = ocp.StandardCheckpointer(save_concurrent_gb=1)
   checkpointer.save(os.path.abspath(path), params)
   checkpointer.wait_until_finished()
 

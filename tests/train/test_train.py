@@ -1,0 +1,67 @@
+"""The RL loop: a 2-step run of every config family on the tiny model, metrics, summary, checkpoints, typos."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lrl_jax import train
+from tests.train.util import ROOT, load, shrink
+
+METRICS = ("loss", "policy_loss", "kl", "nll", "ratio_mean", "ratio_min", "ratio_max", "clip_frac", "entropy",
+           "grad_norm", "lr", "reward_mean", "reward_std", "acc_reward_mean", "speed_reward_mean", "correct_ratio",
+           "kept_group_frac", "tpf_mean", "sampler_logp_gap_max", "time_rollout", "time_reward", "time_logprobs",
+           "time_update")
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+  """One tiny warm start shared by the runs below (each run would otherwise train the same one)."""
+  work = tmp_path_factory.mktemp("warm")
+  config = shrink(load("lightningrl"))
+  config.train.steps = 0
+  train.run(config, str(work))
+  return str(work / "warmstart")
+
+
+@pytest.mark.parametrize("family", ["lightningrl", "grpo", "grpo_traj", "demo"])
+def test_two_step_run_of_each_config_family(tmp_path, warm, family):
+  config = shrink(load(family))
+  shutil.copytree(warm, tmp_path / "warmstart")
+  summary = train.run(config, str(tmp_path))
+  assert summary["algorithm"] == config.algorithm and summary["steps"] == 2
+  for policy in ("start", "final"):
+    assert set(summary[policy]) >= {"accuracy", "tpf", "aup"}
+  assert json.load(open(tmp_path / "summary.json")) == summary
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [m["step"] for m in lines] == [1, 2]
+  for name in METRICS:
+    assert name in lines[-1], name
+  if config.algorithm == "grpo_traj":  # the trainer rebuilds the sampler's states: same log-probs (float32)
+    assert max(m["sampler_logp_gap_max"] for m in lines) <= 1e-4
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+  # rerunning the finished command resumes at step 2 and does no more work
+  again = train.run(config, str(tmp_path))
+  assert again["steps"] == 2 and len(open(tmp_path / "metrics.jsonl").readlines()) == 2
+
+
+def test_mistyped_override_suggests_the_key(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "lrl_jax.train", "--config", os.path.join(ROOT, "configs/test.py"),
+                         "--workdir", str(tmp_path), "--config.rl.kl_bta=0.1"], capture_output=True, text=True)
+  assert proc.returncode != 0 and "unknown config key 'rl.kl_bta'" in proc.stderr and "loss.kl_beta" in proc.stderr
+
+
+def test_algorithm_switch_changes_shaping_and_loss():
+  from lrl_jax.rl import setup
+  for name, tpf_coef, nll, mode in (("lightningrl", 1.0, 0.1, "block_masked"), ("grpo", 0.0, 0.0, "block_masked"),
+                                    ("grpo_traj", 0.0, 0.0, "trajectory")):
+    config = load("lightningrl")
+    config.algorithm = name
+    shaping_cfg, loss_cfg = setup.algorithm_configs(config)
+    assert (shaping_cfg.tpf_coefficient, loss_cfg.nll_loss_weight, shaping_cfg.logp_mode) == (tpf_coef, nll, mode)
+  config = load("grpo")
+  config.loss.nll_loss_weight = 0.3  # an explicit value beats the algorithm's
+  assert setup.algorithm_configs(config)[1].nll_loss_weight == 0.3
