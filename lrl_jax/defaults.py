@@ -124,10 +124,14 @@ def check_overrides(argv: list[str]) -> None:
   path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if path is None and "--config" in argv[:-1]:
     path = argv[argv.index("--config") + 1]
-  if path is None or not path.endswith(".py"):
+  if path is None:
+    return
+  path, _, arg = path.partition(":")  # configs/demo.py:grpo passes "grpo" to get_config
+  if not path.endswith(".py"):
     return
   try:
-    keys = _keys(runpy.run_path(path)["get_config"]())
+    get_config = runpy.run_path(path)["get_config"]
+    keys = _keys(get_config(arg) if arg else get_config())
   except (OSError, KeyError) as e:
     sys.exit(f"error: cannot load config file {path}: {e}")
   for arg in argv:

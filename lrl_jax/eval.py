@@ -25,8 +25,6 @@ from lrl_jax.model import ConfigError
 from lrl_jax.rewards import Judge, JudgeConfig
 from lrl_jax.weights import WeightsError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file (configs/eval.py)", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (created if missing)")
 
 SAMPLES_NAME = "samples.jsonl"
 USER_ERRORS = (EvalError, DecodeError, ConfigError, WeightsError, DataFormatError)
@@ -70,10 +68,12 @@ def cli(config, workdir: str) -> int:
 def main(argv) -> int:
   del argv
   logging.set_verbosity(logging.WARNING)
-  return cli(_CONFIG.value, _WORKDIR.value)
+  return cli(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags are defined only when run as a program, so modules can import each other
+  config_flags.DEFINE_config_file("config", None, "config file (configs/eval.py)", lock_config=True)
+  flags.DEFINE_string("workdir", None, "output directory (created if missing)")
   flags.mark_flags_as_required(["config", "workdir"])
   check_overrides(sys.argv)
   app.run(main)

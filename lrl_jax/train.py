@@ -20,10 +20,6 @@ from lrl_jax.defaults import check_overrides
 from lrl_jax.metrics import MetricWriter, summary_table
 from lrl_jax.rl.trainer import Trainer
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, summary)")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host)")
-
 
 def _write_json(path: str, obj) -> None:
   tmp = f"{path}.tmp"
@@ -79,13 +75,16 @@ def run(config, workdir: str) -> dict:
 
 def main(argv) -> None:
   del argv
-  if _DISTRIBUTED.value:
+  if flags.FLAGS.distributed:
     jax.distributed.initialize()
   logging.set_verbosity(logging.WARNING)
-  run(_CONFIG.value, _WORKDIR.value)
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags are defined only when run as a program, so modules can import each other
+  config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", lock_config=True)
+  flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, summary)")
+  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host)")
   flags.mark_flags_as_required(["config", "workdir"])
   check_overrides(sys.argv)
   app.run(main)

@@ -6,6 +6,8 @@ fixed per Decoder), so repeated calls reuse one compiled program; the KV cache o
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import time
 from typing import Any, Iterable, Sequence
 
@@ -69,7 +71,9 @@ class Decoder:
   def __init__(self, cfg: ModelConfig, dcfg: DecodeConfig, batch_size: int = 8, tokenizer=None):
     dcfg.validate().check_model(cfg.block_size, cfg.mask_token_id, cfg.vocab_size)
     if dcfg.attn_impl == "pallas":
-      import lrl_jax.decode.pallas_attention  # noqa: F401  (registers the "pallas" attention backend)
+      importlib.import_module("lrl_jax.decode.pallas_attention")  # registers the "pallas" attention backend
+    if dcfg.attn_impl == "auto" and jax.default_backend() != "gpu":
+      dcfg = dataclasses.replace(dcfg, attn_impl="xla")
     self.cfg, self.dcfg, self.batch_size, self.tokenizer = cfg, dcfg, batch_size, tokenizer
     self._caches: dict[int, dict] = {}
     self.decode_seconds = 0.0
@@ -85,12 +89,29 @@ class Decoder:
     if bad:
       raise DecodeError(f"prompt {i} has token id {bad[0]} outside the vocabulary (size {self.cfg.vocab_size})")
 
+  def _choose_attention(self, params, prompts) -> None:
+    """attn_impl="auto" on a GPU: time decoding the first batch with each backend and keep the faster (once)."""
+    if self.dcfg.attn_impl != "auto":
+      return
+    from lrl_jax.decode import pallas_attention
+
+    batch, seconds = prompts[:self.batch_size], self.decode_seconds
+
+    def run(impl):
+      dcfg = dataclasses.replace(self.dcfg, attn_impl=impl)
+      return lambda: self._run_batch(params, batch, jax.random.key(0), range(len(batch)), False, dcfg)
+
+    best = pallas_attention.choose_backend(run("xla"), run("pallas"))
+    self.dcfg = dataclasses.replace(self.dcfg, attn_impl=best)
+    self.decode_seconds = seconds
+
   def generate(self, params, prompts: Sequence[Sequence[int]], seed: int = 0,
                stream_ids: Sequence[int] | None = None, with_logprobs: bool = False,
                progress: Iterable | None = None) -> list[dict[str, Any]]:
     """One record per prompt. Prompt i samples from stream `stream_ids[i]` (default i) of `seed`."""
     for i, prompt in enumerate(prompts):
       self._check_prompt(i, prompt)
+    self._choose_attention(params, prompts)
     stream_ids = list(range(len(prompts))) if stream_ids is None else list(stream_ids)
     base = jax.random.key(seed)
     records: list[dict[str, Any]] = []
@@ -101,7 +122,7 @@ class Decoder:
         progress.update(len(chunk))
     return records
 
-  def _run_batch(self, params, prompts, base_key, stream_ids, with_logprobs):
+  def _run_batch(self, params, prompts, base_key, stream_ids, with_logprobs, dcfg=None):
     b, bs = self.batch_size, self.dcfg.block_size
     bucket = prompt_bucket(max(len(p) for p in prompts), bs)
     tokens = np.zeros((b, bucket), np.int32)
@@ -111,26 +132,28 @@ class Decoder:
       tokens[i, :len(prompt)] = prompt
       lengths[i], active[i] = len(prompt), True
     ids = np.zeros((b,), np.uint32)
-    ids[:len(stream_ids)] = stream_ids
+    ids[:len(prompts)] = list(stream_ids)
     keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(ids))
     start = time.perf_counter()
-    out = jax.device_get(self._decode(params, bucket, tokens, lengths, keys, active))
+    out = jax.device_get(self._decode(params, bucket, tokens, lengths, keys, active, dcfg or self.dcfg))
     self.decode_seconds += time.perf_counter() - start
     return [make_record(prompt, out, i, self.dcfg, self.tokenizer, with_logprobs) for i, prompt in enumerate(prompts)]
 
-  def _decode(self, params, bucket: int, tokens, lengths, keys, active):
+  def _decode(self, params, bucket: int, tokens, lengths, keys, active, dcfg=None):
     """One engine call on the bucket's kept (donated) cache, or a fresh one."""
+    dcfg = dcfg or self.dcfg
     cache = self._caches.pop(bucket, None)
     if cache is None:
       slots = engine.num_slots(bucket, self.dcfg.max_new_tokens, self.dcfg.block_size)
       cache = _fresh_cache(self.cfg, self.batch_size, slots, jnp.dtype(self.dcfg.dtype))
     out, self._caches[bucket] = engine.decode(params, jnp.asarray(tokens), jnp.asarray(lengths), keys,
-                                              jnp.asarray(active), cache, cfg=self.cfg, dcfg=self.dcfg)
+                                              jnp.asarray(active), cache, cfg=self.cfg, dcfg=dcfg)
     return out
 
   def warm_up(self, params, prompts: Sequence[Sequence[int]]) -> None:
     """Compile the program of every prompt bucket `generate(params, prompts)` will use (all rows inactive: the
     loop exits after the prefill), so that timed calls measure decoding only."""
+    self._choose_attention(params, prompts)
     b = self.batch_size
     buckets = {prompt_bucket(max(len(p) for p in prompts[lo:lo + b]), self.dcfg.block_size)
                for lo in range(0, len(prompts), b)}

@@ -27,7 +27,7 @@ class DecodeConfig:
   max_new_tokens: int = 512
   stop_ids: tuple[int, ...] = ()
   dtype: str = "float32"
-  attn_impl: str = "xla"
+  attn_impl: str = "auto"  # xla | pallas | auto (on GPU: the faster of the two, timed once; elsewhere xla)
 
   @property
   def num_steps(self) -> int:
@@ -55,6 +55,8 @@ class DecodeConfig:
       raise DecodeError(f"top_p={self.top_p} must be in (0, 1]")
     if not 0 <= self.threshold <= 1:
       raise DecodeError(f"threshold={self.threshold} must be in [0, 1]")
+    if self.attn_impl not in ("xla", "pallas", "auto"):
+      raise DecodeError(f"attn_impl={self.attn_impl!r} must be xla, pallas or auto")
     if self.dtype not in ("float32", "bfloat16"):
       raise DecodeError(f"dtype={self.dtype!r} must be float32 or bfloat16")
     return self

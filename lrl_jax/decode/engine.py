@@ -17,9 +17,6 @@ from lrl_jax.decode.config import DecodeConfig
 from lrl_jax.model import forward, logits
 from lrl_jax.model.config import ModelConfig
 
-TRACES = {"decode": 0}  # incremented at trace time; tests use it to count compilations
-
-
 def num_slots(prompt_bucket: int, max_new_tokens: int, block_size: int) -> int:
   """KV-cache / token-buffer length: enough whole blocks for the longest prompt plus max_new_tokens."""
   return -(-(prompt_bucket + max_new_tokens) // block_size) * block_size
@@ -40,7 +37,6 @@ def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig,
   Returns (out, cache): out holds tokens/step_map/logp [b, slots] (positions from each row's 0; step_map -1 where
   not generated), the current block [b], denoising forwards `nf` [b] and commit forwards `commits` [b].
   """
-  TRACES["decode"] += 1
   b, p = prompt.shape
   bs, steps, mask_id = dcfg.block_size, dcfg.num_steps, cfg.mask_token_id
   slots = cache["k"].shape[2]

@@ -142,3 +142,10 @@ def test_bad_prompts(sharp):
   no_mask = type(cfg)(**{**cfg.__dict__, "mask_token_id": None})
   with pytest.raises(DecodeError, match="mask_token_id"):
     Decoder(no_mask, DecodeConfig(block_size=4))
+
+
+def test_auto_attention_is_xla_off_gpu(sharp):
+  cfg = sharp[0]
+  assert Decoder(cfg, DecodeConfig(block_size=4, attn_impl="auto")).dcfg.attn_impl == "xla"
+  with pytest.raises(DecodeError, match="attn_impl"):
+    Decoder(cfg, DecodeConfig(block_size=4, attn_impl="cuda"))
