@@ -87,7 +87,7 @@ def make_apply(optimizer: optax.GradientTransformation, out_shardings=None):
 
   def apply(params, opt_state, grads):
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+    return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
   kwargs = {} if out_shardings is None else {"out_shardings": (*out_shardings, None)}
   return jax.jit(apply, donate_argnums=(0, 1), **kwargs)
