@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +40,3 @@ class PromptSampler:
                        f"not {self.size} (seed {self.seed})")
     self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
-
-def take(items: Sequence, indices: Sequence[int]) -> list:
-  return [items[i] for i in indices]

@@ -34,10 +34,6 @@ class ModelConfig:
   mask_token_id: int | None = None
   model_type: str = "sdar"
 
-  @property
-  def kv_groups(self) -> int:
-    return self.num_heads // self.num_kv_heads
-
   def to_hf_dict(self) -> dict[str, Any]:
     """The config.json fields an HF loader needs (model_type qwen3 keeps transformers able to load the weights)."""
     out = {

@@ -77,11 +77,3 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Rows over (data, fsdp); other dims replicated."""
   return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
 
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
-
-
-def batch_divisor(mesh: Mesh) -> int:
-  """Row counts must be multiples of this to shard over (data, fsdp)."""
-  return mesh.shape["data"] * mesh.shape["fsdp"]
