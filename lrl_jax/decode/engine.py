@@ -53,10 +53,10 @@ def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig,
   _, cache = fwd(prompt, jnp.broadcast_to(pos[:p], (b, p)), valid=pos[:p] < prefill_end[:, None], cache=cache)
   end = prompt_len + dcfg.max_new_tokens  # response positions are [prompt_len, end)
 
-  def denoise(state):
+  def denoise(cache, state):
     """Inner loop: denoising forwards on each row's current block until no active row has a mask left."""
-    blk, masked, blk_pos, run, n_masked, cache, nf, sm, lp, step = state
-    h, cache = fwd(blk, blk_pos, cache=cache)
+    blk, masked, blk_pos, run, n_masked, nf, sm, lp, step = state
+    h, _ = fwd(blk, blk_pos, cache=cache, cache_write=False)  # the cache is read-only until the commit
     lg = logits(params, cfg, h).at[..., mask_id].set(-jnp.inf)  # the mask token is never a candidate
     step_keys = jax.vmap(jax.random.fold_in)(keys, nf)
     tok, prob, tok_logp, entropy = sampling.candidates(lg, step_keys, dcfg, dcfg.strategy == "entropy_bounded")
@@ -66,10 +66,10 @@ def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig,
     blk = jnp.where(fill, tok, blk)
     sm = jnp.where(fill, nf[:, None], sm)
     lp = jnp.where(fill, tok_logp, lp)
-    return blk, masked & ~fill, blk_pos, run, n_masked, cache, nf + working, sm, lp, step + 1
+    return blk, masked & ~fill, blk_pos, run, n_masked, nf + working, sm, lp, step + 1
 
   def denoise_cond(state):
-    masked, run, step = state[1], state[3], state[9]
+    masked, run, step = state[1], state[3], state[8]
     return (step < steps) & (run[:, None] & masked).any()
 
   def block(state):
@@ -79,9 +79,9 @@ def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig,
     blk = _slice_rows(tokens, start, bs)
     masked = blk_pos >= prompt_len[:, None]
     run = ~finished
-    init = (blk, masked, blk_pos, run, masked.sum(-1), cache, nf, _slice_rows(step_map, start, bs),
+    init = (blk, masked, blk_pos, run, masked.sum(-1), nf, _slice_rows(step_map, start, bs),
             _slice_rows(logp, start, bs), jnp.int32(0))
-    blk, _, _, _, _, cache, nf, sm, lp, _ = jax.lax.while_loop(denoise_cond, denoise, init)
+    blk, _, _, _, _, nf, sm, lp, _ = jax.lax.while_loop(denoise_cond, functools.partial(denoise, cache), init)
     tokens, step_map, logp = _put_rows(tokens, blk, start), _put_rows(step_map, sm, start), _put_rows(logp, lp, start)
     in_response = (blk_pos >= prompt_len[:, None]) & (blk_pos < end[:, None])
     stopped = (jnp.isin(blk, stop_ids) & in_response).any(-1) | (start + bs >= end)

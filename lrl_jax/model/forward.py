@@ -55,7 +55,8 @@ def _write_cache(cache: jax.Array, layer: jax.Array, new: jax.Array, start: jax.
   return jax.vmap(write_row, in_axes=(1, 0, 0), out_axes=1)(cache, new, start)
 
 
-def _layer(cfg: ModelConfig, x, lp, q_tok, k_tok, cache_kv, layer_idx, mode, block_size, attn_impl, q_chunk):
+def _layer(cfg: ModelConfig, x, lp, q_tok, k_tok, cache_kv, layer_idx, mode, block_size, attn_impl, q_chunk,
+           cache_write):
   """One pre-norm decoder layer. x [b, t, e]; returns (x, updated cache_kv or None)."""
   dt = x.dtype
   w = lambda name: lp[name].astype(dt)
@@ -69,12 +70,15 @@ def _layer(cfg: ModelConfig, x, lp, q_tok, k_tok, cache_kv, layer_idx, mode, blo
   k = rope(rms_norm(k, lp["k_norm"], cfg.rms_norm_eps), q_tok.positions, cfg.rope_theta)
   q = constrain(q, ("batch", "seq", "heads", "head_dim"))
   k = constrain(k, ("batch", "seq", "kv_heads", "head_dim"))
-  if cache_kv is not None:
+  if cache_kv is not None and cache_write:
     start = q_tok.positions[:, 0]
     cache_kv = {"k": _write_cache(cache_kv["k"], layer_idx, k.astype(cache_kv["k"].dtype), start),
                 "v": _write_cache(cache_kv["v"], layer_idx, v.astype(cache_kv["v"].dtype), start)}
     k = cache_kv["k"][layer_idx].astype(dt)
     v = cache_kv["v"][layer_idx].astype(dt)
+  elif cache_kv is not None:  # read-only: own keys first, then the cache (see masks.call_then_cache_tokens)
+    k = jnp.concatenate([k, cache_kv["k"][layer_idx].astype(dt)], axis=1)
+    v = jnp.concatenate([v, cache_kv["v"][layer_idx].astype(dt)], axis=1)
   attn = attention.BACKENDS[attn_impl](q, k, v, q_tok, k_tok, mode, block_size, q_chunk)
   attn = jnp.einsum("bthd,hde->bte", attn, w("o_proj"))
   if cfg.attention_bias:
@@ -91,22 +95,30 @@ def _layer(cfg: ModelConfig, x, lp, q_tok, k_tok, cache_kv, layer_idx, mode, blo
 def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array, *,
             valid: jax.Array | None = None, noisy: jax.Array | None = None, mode: str = "block",
             block_size: int | None = None, cache: dict | None = None, dtype: Any = jnp.float32,
-            remat: str = "none", attn_impl: str = "xla", q_chunk: int | None = None):
+            remat: str = "none", attn_impl: str = "xla", q_chunk: int | None = None, cache_write: bool = True):
   """Final-norm hidden states [batch, len, embed] (in `dtype`) and the updated cache (None without one).
 
   tokens/positions/valid/noisy: [batch, len]. Without a cache, keys are these tokens under the `mode` rule
-  (`masks.allowed`). With a cache, each row's tokens must be contiguous positions; their keys/values are written at
-  those slots and queries attend over the whole cache (invalid tokens are written too but are never inside a
-  real query's blocks). Position ids are explicit, so padding never shifts the block grid.
+  (`masks.allowed`). With a cache, each row's tokens must be contiguous positions. `cache_write`: their keys/values
+  are written at those slots and queries attend over the whole cache (invalid tokens are written too but are never
+  inside a real query's blocks) — prefill and commit. Otherwise queries attend over their own keys plus the cache
+  slots before the row's first position, and the cache comes back unchanged — a denoising forward, whose block
+  changes before it is committed. Position ids are explicit, so padding never shifts the block grid.
   """
   block_size = block_size or cfg.block_size
   if mode == "block" and not block_size:
     raise ValueError("block mode needs a block_size (argument or config.json 'block_size')")
   q_tok = masks.make_tokens(positions, valid, noisy)
-  k_tok = q_tok if cache is None else masks.cache_tokens(q_tok, cache["k"].shape[2])
+  if cache is None:
+    k_tok = q_tok
+  elif cache_write:
+    k_tok = masks.cache_tokens(q_tok, cache["k"].shape[2])
+  else:
+    k_tok = masks.call_then_cache_tokens(q_tok, cache["k"].shape[2])
   x = constrain(params["embed"].astype(dtype)[tokens], ("batch", "seq", "embed"))
 
-  layer_fn = functools.partial(_layer, cfg, mode=mode, block_size=block_size, attn_impl=attn_impl, q_chunk=q_chunk)
+  layer_fn = functools.partial(_layer, cfg, mode=mode, block_size=block_size, attn_impl=attn_impl, q_chunk=q_chunk,
+                               cache_write=cache_write)
   policy = REMAT_POLICIES[remat]
 
   def body(carry, xs):

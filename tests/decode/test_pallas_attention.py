@@ -44,6 +44,17 @@ def test_cache_call_matches_xla(heads, kv_heads, block, mode):
   assert _max_diff(q, k, v, q_tok, k_tok, mode, block, key_tile=8) <= 1e-5
 
 
+def test_read_only_call_keys_first_matches_xla():
+  """A denoising call's keys are its own block followed by the cache (masks.call_then_cache_tokens)."""
+  block, s = 4, 30
+  q, k, v = _qkv(2, block, 8, 2, s + block, seed=2)
+  q_tok = _call_tokens([block, 5 * block], block, [[True] * block, [True] * (block - 1) + [False]])
+  k_tok = masks.call_then_cache_tokens(q_tok, s)
+  assert _max_diff(q, k, v, q_tok, k_tok, "block", block, key_tile=8) <= 1e-5
+  # 4 own keys + filled slots 0..3 (row 0) or 0..19 (row 1): 1 and 3 of the 5 key tiles are read
+  assert pa.visible_tiles(q_tok, k_tok, "block", block, 8).tolist() == [1, 3]
+
+
 def test_fused_two_block_call_matches_xla():
   """t = 2 blocks (commit of one block + first denoise of the next), block mode, several row tiles."""
   block, s = 4, 30

@@ -50,6 +50,24 @@ def test_cache_rows_at_different_positions(tiny_model):
   assert np.abs(np.asarray(h[1:2]) - alone[1]).max() <= 1e-5
 
 
+def test_read_only_cache_call_equals_write_then_attend(tiny_model):
+  """A denoising call (cache_write=False) attends to its own keys plus the earlier cache slots: the same hidden
+  states as writing first, and the cache comes back unchanged; rows at different blocks, one with a pad token."""
+  cfg, params, _ = tiny_model
+  bs = cfg.block_size
+  tokens = _tokens(cfg, (2, 3 * bs), seed=8)
+  cache = init_cache(cfg, 2, 4 * bs)
+  valid = jnp.asarray([[True] * bs + [False] * 2 * bs, [True] * 2 * bs + [False] * bs])
+  _, cache = forward(params, cfg, tokens, jnp.broadcast_to(jnp.arange(3 * bs), (2, 3 * bs)), valid=valid, cache=cache)
+  blk = _tokens(cfg, (2, bs), seed=9)
+  pos = jnp.stack([jnp.arange(bs, 2 * bs), jnp.arange(2 * bs, 3 * bs)])
+  blk_valid = jnp.asarray([[True] * bs, [True] * (bs - 1) + [False]])
+  written, _ = forward(params, cfg, blk, pos, valid=blk_valid, cache=jax.tree.map(jnp.copy, cache))
+  read, same = forward(params, cfg, blk, pos, valid=blk_valid, cache=cache, cache_write=False)
+  assert np.abs(np.asarray(read) - np.asarray(written)).max() <= 1e-5
+  assert all(np.array_equal(same[n], cache[n]) for n in ("k", "v"))
+
+
 def test_token_logprobs_match_full_log_softmax(tiny_model):
   cfg, params, _ = tiny_model
   hidden, _ = forward(params, cfg, _tokens(cfg, (2, 10)), jnp.broadcast_to(jnp.arange(10), (2, 10)))
