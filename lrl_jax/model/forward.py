@@ -1,8 +1,8 @@
 """The SDAR forward pass as pure functions over a params pytree.
 
 One `forward` serves every use: the block-diffusion training layout `[noisy | clean]`, prefill/decode against a
-preallocated KV cache (each call writes its keys/values at its positions, then attends over the cache), and plain
-causal attention. Layers run under `lax.scan`; RMSNorm, softmax and log-softmax are float32.
+preallocated KV cache (prefill/commit calls write their keys/values, then attend over the cache; denoising calls
+only read it), and plain causal attention. Layers run under `lax.scan`; RMSNorm, softmax and log-softmax are float32.
 """
 
 from __future__ import annotations
