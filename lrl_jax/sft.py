@@ -45,15 +45,16 @@ def sft_rows(prompts: list[list[int]], responses: list[list[int]], block_size: i
   return tokens, valid, maskable
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "block_size", "dtype", "max_rate"),
+@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "block_size", "dtype", "max_rate", "start"),
                    donate_argnums=(0, 1))
-def sft_step(params, opt_state, key, tokens, valid, maskable, *, cfg, optimizer, block_size, dtype, max_rate):
-  """One optimizer step on the masked-token NLL (mean over masked tokens)."""
+def sft_step(params, opt_state, key, tokens, valid, maskable, *, cfg, optimizer, block_size, dtype, max_rate,
+             start=0):
+  """One optimizer step on the masked-token NLL (mean over masked tokens); `start`: layout.noisy_start."""
   noisy = layout.random_block_masks(key, maskable, block_size, max_rate)
 
   def loss_fn(p):
     total, count = layout.masked_lm_loss(p, cfg, tokens, noisy, valid, noisy, block_size=block_size,
-                                         dtype=jnp.dtype(dtype))
+                                         dtype=jnp.dtype(dtype), start=start)
     return total / jnp.maximum(count, 1)
 
   loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -66,6 +67,7 @@ def run_sft(config, cfg, params, tokenizer, prompts, responses, progress: bool =
   ws = config.warm_start
   pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
   tokens, valid, maskable = sft_rows(prompts, responses, config.rollout.block_size, pad_id)
+  start = layout.noisy_start(maskable, config.rollout.block_size)  # one shape for the whole run
   warmup = min(ws.warmup_steps, ws.steps // 2)
   schedule = optax.warmup_cosine_decay_schedule(0.0, ws.lr, warmup, max(ws.steps, warmup + 1), ws.lr * 0.1)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.0))
@@ -78,7 +80,7 @@ def run_sft(config, cfg, params, tokenizer, prompts, responses, progress: bool =
     params, opt_state, loss = sft_step(params, opt_state, jax.random.fold_in(key, step), tokens[idx], valid[idx],
                                        maskable[idx], cfg=cfg, optimizer=optimizer,
                                        block_size=config.rollout.block_size, dtype=config.model.dtype,
-                                       max_rate=ws.max_mask_rate)
+                                       max_rate=ws.max_mask_rate, start=start)
     losses.append(loss)
   tail = float(np.mean(jax.device_get(losses[-20:]))) if losses else float("nan")
   return params, tail

@@ -42,11 +42,13 @@ class StepConfig:
   dtype: str = "float32"
   remat: str = "none"
   q_chunk: int = 0
+  noisy_start: int = 0  # layout.noisy_start of the batch: the noisy copy leaves out the blocks before it
 
 
 def _logprobs(params, batch_tokens, noisy_masked, valid, sc: StepConfig):
   return layout.row_logprobs(params, sc.model, batch_tokens, noisy_masked, valid, block_size=sc.block_size,
-                             dtype=jnp.dtype(sc.dtype), remat=sc.remat, q_chunk=sc.q_chunk or None)
+                             dtype=jnp.dtype(sc.dtype), remat=sc.remat, q_chunk=sc.q_chunk or None,
+                             start=sc.noisy_start)
 
 
 @functools.partial(jax.jit, static_argnames=("sc",))

@@ -6,6 +6,7 @@ step; every random draw derives from (seed, step), so a resumed run repeats an u
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -24,7 +25,7 @@ from lrl_jax.model.axes import activate
 from lrl_jax.parallel import mesh as mesh_lib
 from lrl_jax.rewards import Judge, JudgeConfig, is_truncated
 from lrl_jax.rl import batch as batch_lib
-from lrl_jax.rl import losses, optim, setup, shaping, step as step_lib
+from lrl_jax.rl import layout, losses, optim, setup, shaping, step as step_lib
 from lrl_jax.weights import load_checkpoint, write_hf_dir
 
 
@@ -161,9 +162,10 @@ class Trainer:
                                    pad_id=self.tokenizer.pad_token_id or 0, row_multiple=micro,
                                    len_multiple=c.train.row_len_bucket)
     b = rows.batch
+    sc = dataclasses.replace(self.sc, noisy_start=layout.noisy_start(b.noisy_masked, self.sc.block_size))
     with activate(self.mesh, mesh_lib.RULES):
-      logp_old = self._logprobs(self.params, b, micro)
-      logp_ref = self._logprobs(self.ref_params, b, micro) if self.ref_params is not None else logp_old
+      logp_old = self._logprobs(self.params, b, micro, sc)
+      logp_ref = self._logprobs(self.ref_params, b, micro, sc) if self.ref_params is not None else logp_old
     gap = np.abs(np.where(b.scored, rows.sampler_logp - logp_old, 0.0))
     timings["time_logprobs"] = time.perf_counter() - t2
 
@@ -177,9 +179,9 @@ class Trainer:
         mb = self._put(step_lib.MicroBatch(**mb))
         with activate(self.mesh, mesh_lib.RULES):
           if grads is None:
-            grads, aux = step_lib.micro_grads(self.params, mb, sc=self.sc)
+            grads, aux = step_lib.micro_grads(self.params, mb, sc=sc)
           else:
-            grads, aux = step_lib.accumulate(self.params, grads, aux, mb, sc=self.sc)
+            grads, aux = step_lib.accumulate(self.params, grads, aux, mb, sc=sc)
         self._maybe_kill("update")
       self.params, self.opt_state, norm = self.apply(self.params, self.opt_state, grads)
       norms.append(norm)
@@ -193,11 +195,11 @@ class Trainer:
   def _put(self, tree):
     return jax.tree.map(lambda x: jax.device_put(x, mesh_lib.batch_sharding(self.mesh, np.ndim(x))), tree)
 
-  def _logprobs(self, params, b, micro: int) -> np.ndarray:
+  def _logprobs(self, params, b, micro: int, sc: step_lib.StepConfig) -> np.ndarray:
     out = []
     for lo in range(0, b.tokens.shape[0], micro):
       part = self._put((b.tokens[lo:lo + micro], b.noisy_masked[lo:lo + micro], b.valid[lo:lo + micro]))
-      out.append(step_lib.logprobs(params, *part, sc=self.sc))
+      out.append(step_lib.logprobs(params, *part, sc=sc))
     return np.asarray(jnp.concatenate(jax.device_get(out)))
 
   def aup_of(self, result: dict, y_max: float) -> float:

@@ -7,8 +7,7 @@ from lrl_jax.decode import Decoder, DecodeConfig
 from lrl_jax.rl import layout, rows
 
 
-
-def _logps(cfg, params, records, mode, block_size):
+def _logps(cfg, params, records, mode, block_size, start=0):
   seq_rows, toks = [], []
   for r in records:
     step_map = np.asarray(r["decoded_step_map"])
@@ -16,7 +15,7 @@ def _logps(cfg, params, records, mode, block_size):
     toks.append(np.asarray(r["prompt_ids"] + r["decoded_ids"]))
   batch = rows.pad_rows(seq_rows, toks, pad_id=0)
   logp, ent = layout.row_logprobs(params, cfg, jnp.asarray(batch.tokens), jnp.asarray(batch.noisy_masked),
-                                  jnp.asarray(batch.valid), block_size=block_size)
+                                  jnp.asarray(batch.valid), block_size=block_size, start=start)
   return batch, np.asarray(logp), np.asarray(ent)
 
 
@@ -36,6 +35,35 @@ def test_trajectory_rows_reproduce_sampler_logprobs(tiny_model):
   assert len(gaps) == sum(len(r["response_ids"]) for r in records)  # each trainable token scored once
   assert max(gaps) <= 1e-5
   assert np.isfinite(ent[batch.valid]).all()
+
+
+def test_noisy_start_is_a_block_boundary_before_every_masked_position():
+  masked = np.zeros((3, 40), bool)
+  masked[0, 21:30] = masked[1, 33:35] = True
+  assert layout.noisy_start(masked, 4) == 20  # first masked column 21 -> its block starts at 20
+  assert layout.noisy_start(masked[1:], 4) == 32
+  assert layout.noisy_start(np.pad(masked, ((0, 0), (0, 24))), 4) == 16  # 16 blocks: whole multiples of 2 blocks
+  assert layout.noisy_start(masked[2:], 4) == 0  # nothing masked: no crop
+  masked[2, 2] = True
+  assert layout.noisy_start(masked, 4) == 0
+
+
+def test_cropped_noisy_copy_gives_the_same_logprobs(tiny_model):
+  """Leaving the prompt's noisy blocks out is exact: the sampler's log-probs within 1e-5 at every scored token."""
+  cfg, params, _ = tiny_model
+  dcfg = DecodeConfig(block_size=4, temperature=1.0, threshold=0.0085, max_new_tokens=12, stop_ids=(40,))
+  prompts = [list(range(5, 14)), list(range(20, 31)), list(range(40, 54))]  # 9, 11, 14 tokens
+  records = Decoder(cfg, dcfg, batch_size=4).generate(params, prompts, seed=3, with_logprobs=True)
+  for mode in rows.MODES:
+    full, logp_full, _ = _logps(cfg, params, records, mode, 4)
+    start = layout.noisy_start(full.noisy_masked, 4)
+    assert start == 8
+    _, logp_crop, ent = _logps(cfg, params, records, mode, 4, start=start)
+    assert np.abs(logp_crop - logp_full)[full.scored].max() <= 1e-5
+    assert (logp_crop[:, :start] == 0).all() and np.isfinite(ent).all()
+  gaps = [abs(logp_crop[row, pos] - records[full.row_to_seq[row]]["logprobs"][pos - len(prompts[full.row_to_seq[row]])])
+          for row in range(full.tokens.shape[0]) for pos in np.flatnonzero(full.scored[row])]
+  assert max(gaps) <= 1e-5  # trajectory mode (last in MODES): still the sampler's states
 
 
 def test_block_masked_differs_from_sampler_when_steps_fill_sequentially(tiny_model):
