@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.filter_tpf_threshold = placeholder(float)
   c.rl.adv_norm_mode = placeholder(str)
   c.rl.logp_mode = placeholder(str)
+  c.rl.speed_reward_correct_only = placeholder(bool)  # extension: no speed reward for wrong responses (off: SPEC)
   c.rl.shrink = 1
   c.rl.resample_filtered = False
   c.rl.train_block_size = 0  # 0 = rollout.block_size

@@ -27,6 +27,7 @@ class ShapingConfig:
   filter_tpf_threshold: float = 0.01
   adv_norm_mode: str = "batch"
   logp_mode: str = "block_masked"
+  speed_reward_correct_only: bool = False  # extension (off = SPEC): wrong responses earn no speed reward
 
   def __post_init__(self):
     for value, allowed in ((self.tpf_norm_mode, TPF_NORM_MODES), (self.adv_norm_mode, ADV_NORM_MODES),
@@ -99,9 +100,17 @@ def accuracy_reward(group: np.ndarray, correct: np.ndarray, acc_norm: bool) -> n
   return correct.astype(np.float64)
 
 
-def speed_reward(group: np.ndarray, tpf: np.ndarray, mode: str, coefficient: float) -> np.ndarray:
-  """Speed reward [n] = coefficient * (group z-score | group min-max (0.5 if flat) | raw) of tpf."""
+def speed_reward(group: np.ndarray, tpf: np.ndarray, mode: str, coefficient: float,
+                 correct: np.ndarray | None = None) -> np.ndarray:
+  """Speed reward [n] = coefficient * (group z-score | group min-max (0.5 if flat) | raw) of tpf.
+
+  With `correct` [n], each group is normalised over its correct responses only and wrong ones get 0, so a fast
+  wrong answer is never rewarded for its speed.
+  """
   tpf = np.asarray(tpf, np.float64)
+  if correct is not None:
+    ok = is_correct(correct)
+    group = np.where(ok, _group_index(group)[0], len(tpf) + np.arange(len(tpf)))  # each wrong response alone
   if mode == "z_score":
     score = _group_zscore(tpf, group)
   elif mode == "minmax":
@@ -111,6 +120,8 @@ def speed_reward(group: np.ndarray, tpf: np.ndarray, mode: str, coefficient: flo
     score = tpf
   else:
     raise ValueError(f"tpf_norm_mode {mode!r} is not one of {TPF_NORM_MODES}")
+  if correct is not None:
+    score = np.where(ok, score, 0.0)
   return coefficient * score
 
 
@@ -155,7 +166,8 @@ def advantages(group: np.ndarray, reward: np.ndarray, keep: np.ndarray, mode: st
 def shape(group: np.ndarray, correct: np.ndarray, tpf: np.ndarray, cfg: ShapingConfig) -> Shaped:
   """The whole §7.3 pipeline: decoupled rewards r = a + s, group filters, advantages over kept responses."""
   acc = accuracy_reward(group, correct, cfg.acc_norm)
-  speed = speed_reward(group, tpf, cfg.tpf_norm_mode, cfg.tpf_coefficient)
+  speed = speed_reward(group, tpf, cfg.tpf_norm_mode, cfg.tpf_coefficient,
+                       correct if cfg.speed_reward_correct_only else None)
   reward = acc + speed
   keep, counts = filter_groups(group, correct, tpf, cfg.filter_all_wrong, cfg.filter_tpf_threshold)
   return Shaped(acc, speed, reward, keep, advantages(group, reward, keep, cfg.adv_norm_mode), counts)

@@ -54,6 +54,20 @@ def test_speed_reward_modes():
     shaping.speed_reward(group, tpf, "rank", 1.0)
 
 
+def test_speed_reward_over_correct_responses_only():
+  group = np.array([0, 0, 0, 0, 1, 1, 1])
+  correct = np.array([1.0, 0.0, 1.0, 1.0, 0.5, 1.0, 0.0])  # pass rate 0.5 counts as wrong
+  tpf = np.array([2.0, 9.0, 4.0, 3.0, 8.0, 5.0, 7.0])
+  got = shaping.speed_reward(group, tpf, "z_score", 2.0, correct=correct)
+  np.testing.assert_allclose(got, np.r_[2 * _z([2.0, 4.0, 3.0])[:1], 0.0, 2 * _z([2.0, 4.0, 3.0])[1:], 0, 0, 0],
+                             atol=TOL)  # group 1 has one correct response: flat, so 0
+  got = shaping.speed_reward(group, tpf, "minmax", 1.0, correct=correct)
+  np.testing.assert_allclose(got, [0.0, 0.0, 1.0, 0.5, 0.0, 0.5, 0.0], atol=TOL)
+  cfg = shaping.ShapingConfig(speed_reward_correct_only=True)
+  np.testing.assert_allclose(shaping.shape(group, correct, tpf, cfg).speed_reward,
+                             shaping.speed_reward(group, tpf, "z_score", 1.0, correct=correct), atol=TOL)
+
+
 def test_filters_and_counts():
   group = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
   correct = np.array([0.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])  # pass rates; 0.5 is wrong
