@@ -1,7 +1,9 @@
 """Procedural arithmetic word problems in the math format for the CPU demo: short, exact, seeded, graded by difficulty.
 
 The demo model is tiny, so questions use a small vocabulary and the reference solution is a line of arithmetic
-followed by `\\boxed{N}`; `difficulty` (1-4) grows the numbers and the number of steps.
+followed by `\\boxed{N}`; `difficulty` (1-4) grows the numbers and the number of steps. Difficulty-1 questions all
+have the same length: with the math template and the demo's word tokenizer a prompt is exactly 48 tokens (3 blocks
+of 16), so a ~14-token response fits in one block instead of straddling two (README, "Demo results").
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ def _one_step(rng: random.Random, top: int, ops: str) -> tuple[str, int, str]:
   op = rng.choice(ops)
   a, b = rng.randint(1, top), rng.randint(1, top)
   if op == "+":
-    return f"{name} has {a} {item}s and gets {b} more. How many {item}s?", a + b, f"{a}+{b}={a + b}"
+    return (f"{name} has {a} {item}s in a big bag and gets {b} more. How many {item}s does {name} have now?", a + b,
+            f"{a}+{b}={a + b}")
   if op == "-":
     a, b = max(a, b), min(a, b)
-    return f"{name} has {a} {item}s and gives away {b}. How many are left?", a - b, f"{a}-{b}={a - b}"
+    return (f"{name} has {a} {item}s in a big bag and gives away {b}. How many {item}s does {name} have left?", a - b,
+            f"{a}-{b}={a - b}")
   if op == "*":
     a, b = rng.randint(2, min(top, 12)), rng.randint(2, min(top, 12))
     return f"{a} boxes hold {b} {item}s each. How many {item}s?", a * b, f"{a}*{b}={a * b}"

@@ -65,3 +65,14 @@ def test_algorithm_switch_changes_shaping_and_loss():
   config = load("grpo")
   config.loss.nll_loss_weight = 0.3  # an explicit value beats the algorithm's
   assert setup.algorithm_configs(config)[1].nll_loss_weight == 0.3
+
+
+def test_demo_responses_start_on_the_block_grid():
+  """The demo's questions all tokenize to whole blocks, so a short response is not split across two blocks."""
+  from lrl_jax.rl import setup
+  config = load("demo")
+  _, _, tok, _ = setup.model_from_config(config)
+  d = config.data
+  for name, size, seed in (("train", d.demo_size, d.shuffle_seed), ("eval", d.eval_size, d.shuffle_seed + 1)):
+    lengths = {len(p) for p in setup.prompt_ids(setup.load_dataset("demo", size, d.demo_difficulty, seed), tok)}
+    assert lengths == {3 * config.rollout.block_size}, name
