@@ -13,15 +13,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lrl_jax.model import attention, masks
+from lrl_jax.model import attention, masks, remat as remat_lib
 from lrl_jax.model.axes import constrain
 from lrl_jax.model.config import ModelConfig
 
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
 
 
 def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
@@ -119,7 +114,7 @@ def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, positions: jax.Ar
 
   layer_fn = functools.partial(_layer, cfg, mode=mode, block_size=block_size, attn_impl=attn_impl, q_chunk=q_chunk,
                                cache_write=cache_write)
-  policy = REMAT_POLICIES[remat]
+  policy = remat_lib.policy(remat)
 
   def body(carry, xs):
     x, kv = carry
