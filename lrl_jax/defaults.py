@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.rl.adv_norm_mode = placeholder(str)
   c.rl.logp_mode = placeholder(str)
   c.rl.speed_reward_correct_only = placeholder(bool)  # extension: no speed reward for wrong responses (off: SPEC)
+  c.rl.reward_norm = placeholder(str)  # decoupled (SPEC) | joint: one z-score of correctness + tpf (ablation)
   c.rl.shrink = 1
   c.rl.resample_filtered = False
   c.rl.train_block_size = 0  # 0 = rollout.block_size

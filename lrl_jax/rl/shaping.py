@@ -15,6 +15,7 @@ ALGORITHMS = ("lightningrl", "grpo", "grpo_traj")
 TPF_NORM_MODES = ("z_score", "minmax", "none")
 ADV_NORM_MODES = ("batch", "prompt_group", "prompt_group_center")
 LOGP_MODES = ("block_masked", "trajectory")
+REWARD_NORMS = ("decoupled", "joint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +29,11 @@ class ShapingConfig:
   adv_norm_mode: str = "batch"
   logp_mode: str = "block_masked"
   speed_reward_correct_only: bool = False  # extension (off = SPEC): wrong responses earn no speed reward
+  reward_norm: str = "decoupled"  # SPEC; "joint": one group z-score of correctness + coefficient * tpf (ablation)
 
   def __post_init__(self):
     for value, allowed in ((self.tpf_norm_mode, TPF_NORM_MODES), (self.adv_norm_mode, ADV_NORM_MODES),
-                           (self.logp_mode, LOGP_MODES)):
+                           (self.logp_mode, LOGP_MODES), (self.reward_norm, REWARD_NORMS)):
       if value not in allowed:
         raise ValueError(f"{value!r} is not one of {allowed}")
 
@@ -163,12 +165,27 @@ def advantages(group: np.ndarray, reward: np.ndarray, keep: np.ndarray, mode: st
   return out
 
 
+def joint_reward(group: np.ndarray, correct: np.ndarray, tpf: np.ndarray, coefficient: float,
+                 correct_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(acc [n], speed [n], reward [n]) without decoupling (the paper's ablation): acc = correctness or pass rate,
+  speed = coefficient * raw tpf (0 for wrong responses when `correct_only`), reward = group z-score of acc + speed."""
+  acc = np.asarray(correct, np.float64)
+  speed = coefficient * np.asarray(tpf, np.float64)
+  if correct_only:
+    speed = np.where(is_correct(correct), speed, 0.0)
+  return acc, speed, _group_zscore(acc + speed, group)
+
+
 def shape(group: np.ndarray, correct: np.ndarray, tpf: np.ndarray, cfg: ShapingConfig) -> Shaped:
-  """The whole §7.3 pipeline: decoupled rewards r = a + s, group filters, advantages over kept responses."""
-  acc = accuracy_reward(group, correct, cfg.acc_norm)
-  speed = speed_reward(group, tpf, cfg.tpf_norm_mode, cfg.tpf_coefficient,
-                       correct if cfg.speed_reward_correct_only else None)
-  reward = acc + speed
+  """The whole §7.3 pipeline: decoupled rewards r = a + s (or the joint ablation), group filters, advantages over
+  kept responses."""
+  if cfg.reward_norm == "joint":
+    acc, speed, reward = joint_reward(group, correct, tpf, cfg.tpf_coefficient, cfg.speed_reward_correct_only)
+  else:
+    acc = accuracy_reward(group, correct, cfg.acc_norm)
+    speed = speed_reward(group, tpf, cfg.tpf_norm_mode, cfg.tpf_coefficient,
+                         correct if cfg.speed_reward_correct_only else None)
+    reward = acc + speed
   keep, counts = filter_groups(group, correct, tpf, cfg.filter_all_wrong, cfg.filter_tpf_threshold)
   return Shaped(acc, speed, reward, keep, advantages(group, reward, keep, cfg.adv_norm_mode), counts)
 

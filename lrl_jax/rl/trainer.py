@@ -25,7 +25,7 @@ from lrl_jax.model.axes import activate
 from lrl_jax.parallel import mesh as mesh_lib
 from lrl_jax.rewards import Judge, JudgeConfig, is_truncated
 from lrl_jax.rl import batch as batch_lib
-from lrl_jax.rl import layout, losses, optim, setup, shaping, step as step_lib
+from lrl_jax.rl import layout, losses, optim, refill, setup, shaping, step as step_lib
 from lrl_jax.weights import load_checkpoint, write_hf_dir
 
 
@@ -140,6 +140,11 @@ class Trainer:
     t1 = time.perf_counter()
     correct = self.score(records, data)
     tpf = np.asarray([len(r["response_ids"]) / max(r["num_forwards"], 1) for r in records])
+    if c.rl.resample_filtered:  # accept-reject refill of filtered groups (rl/refill.py); time_reward includes it
+      t = time.perf_counter()
+      (group, records, data, correct, tpf), rounds = refill.refill(
+          refill.Round(group, records, data, correct, tpf), self._refill_round, self.shaping_cfg, n)
+      timings.update(time_refill=time.perf_counter() - t, refill_rounds=float(rounds))
     shaped = shaping.shape(group, correct, tpf, self.shaping_cfg)
     metrics = shaping.metrics(shaped, correct, tpf)
     metrics["tpf_dataset"] = sum(len(r["response_ids"]) for r in records) / max(1, sum(r["num_forwards"] for r in records))
@@ -151,6 +156,18 @@ class Trainer:
                                   timings))
     self.step += 1
     return {**metrics, **timings, "kept_responses": float(len(kept))}
+
+  def _refill_round(self, round_index: int, num: int) -> refill.Round:
+    """`num` more prompts, G responses each from the round's own random stream, judged (rl.resample_filtered)."""
+    g = self.config.rollout.num_responses
+    idx = self.sampler.next(num)
+    prompts = [self.train_prompts[i] for i in idx for _ in range(g)]
+    data = [self.train_records[i] for i in idx for _ in range(g)]
+    records = self.decoder.generate(self.compute_params(), prompts,
+                                    seed=refill.rollout_seed(self.config.seed, self.step, round_index),
+                                    with_logprobs=True)
+    tpf = np.asarray([len(r["response_ids"]) / max(r["num_forwards"], 1) for r in records])
+    return refill.Round(np.repeat(np.arange(num), g), records, data, self.score(records, data), tpf)
 
   def _update(self, records, advantages, correct, timings) -> dict[str, float]:
     """logp_old/ref once, then one pass of accumulated optimizer updates over the kept rows."""

@@ -135,3 +135,35 @@ def test_algorithm_settings():
     shaping.for_algorithm("ppo")
   with pytest.raises(ValueError):
     shaping.ShapingConfig(adv_norm_mode="global")
+
+
+def test_joint_normalisation_is_one_zscore_of_correct_plus_tpf():
+  group = np.repeat(np.arange(3), 4)
+  correct = np.array([1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0], bool)
+  tpf = np.array([1.0, 2.0, 3.0, 6.0, 1.0, 1.5, 2.5, 2.0, 4.0, 1.0, 2.0, 3.0])
+  cfg = shaping.ShapingConfig(reward_norm="joint", tpf_coefficient=0.5)
+  out = shaping.shape(group, correct, tpf, cfg)
+  summed = correct + 0.5 * tpf
+  want = np.concatenate([_z(summed[g * 4:g * 4 + 4]) for g in range(3)])
+  np.testing.assert_allclose(out.reward, want, atol=TOL)
+  np.testing.assert_allclose(out.acc_reward, correct.astype(float), atol=TOL)
+  np.testing.assert_allclose(out.speed_reward, 0.5 * tpf, atol=TOL)
+  # group 0 by hand: summed [1.5, 1, 1.5, 4], mean 2, population std sqrt(1.375)
+  np.testing.assert_allclose(out.reward[:4], (np.array([1.5, 1.0, 1.5, 4.0]) - 2.0) / np.sqrt(1.375), atol=TOL)
+  np.testing.assert_array_equal(out.keep, group < 2)  # the filters are unchanged
+  np.testing.assert_allclose(out.advantages[:8], _z(want[:8]), atol=TOL)
+  # decoupled differs: the joint sum lets TPF outweigh correctness (response 2 wrong but above response 0)
+  assert out.reward[2] == out.reward[0] and shaping.shape(group, correct, tpf, shaping.ShapingConfig()).reward[2] < \
+      shaping.shape(group, correct, tpf, shaping.ShapingConfig()).reward[0]
+
+
+def test_joint_normalisation_correct_only_and_pass_rates():
+  group = np.array([0, 0, 0, 1, 1])
+  rate = np.array([1.0, 0.5, 0.0, 1.0, 1.0])
+  tpf = np.array([2.0, 8.0, 4.0, 3.0, 3.0])
+  acc, speed, reward = shaping.joint_reward(group, rate, tpf, 1.0, correct_only=True)
+  np.testing.assert_allclose(speed, [2.0, 0.0, 0.0, 3.0, 3.0], atol=TOL)  # 0.5 is not correct
+  np.testing.assert_allclose(reward, np.r_[_z([3.0, 0.5, 0.0]), 0.0, 0.0], atol=TOL)
+  np.testing.assert_allclose(acc, rate, atol=TOL)
+  with pytest.raises(ValueError):
+    shaping.ShapingConfig(reward_norm="summed")
