@@ -1,7 +1,7 @@
 """Host side of an RL update: rollout records → fixed-shape training rows → accumulated batches → micro-batches.
 
-Shapes are bucketed (rows to a multiple of the micro-batch, length to a power-of-two number of blocks) so the
-compiled step functions see few distinct shapes.
+Shapes are bucketed (rows to a multiple of the micro-batch, length to `length_bucket`: whole blocks, at most ~12.5%
+padding) so the compiled step functions see few distinct shapes.
 """
 
 from __future__ import annotations
@@ -22,11 +22,25 @@ class Rows(NamedTuple):
 
 
 def length_bucket(length: int, block_size: int, multiple: int = 0) -> int:
-  """Row length padded to `multiple`, or to a power-of-two number of blocks when multiple is 0."""
-  if multiple:
-    return -(-length // multiple) * multiple
+  """Row length padded to whole blocks, then to `multiple` tokens if given, else to 8 buckets per octave.
+
+  Octave buckets: n blocks in (2^k, 2^(k+1)] round up to a multiple of 2^(k-3) blocks (<= 12.5% padding), so a
+  256 + 8192-token row at block 32 takes 9216 positions, not 16384; up to 8 + 8 log2(n / 8) buckets of n blocks.
+  """
   blocks = max(1, -(-length // block_size))
-  return (1 << (blocks - 1).bit_length()) * block_size
+  if multiple:
+    return -(-blocks * block_size // multiple) * multiple
+  step = 1 << max(0, (blocks - 1).bit_length() - 4)
+  return -(-blocks // step) * step * block_size
+
+
+def length_buckets(max_length: int, block_size: int, multiple: int = 0) -> list[int]:
+  """Every value `length_bucket` takes for lengths 1..max_length, ascending."""
+  out, length = [], 1
+  while length <= max_length:
+    out.append(length_bucket(length, block_size, multiple))
+    length = out[-1] + 1
+  return out
 
 
 def training_rows(records: Sequence[dict], advantages: np.ndarray, correct: np.ndarray, *, mode: str,

@@ -2,9 +2,11 @@
 
 Rows are right-padded, position ids count from each row's first token, and both halves share them. The
 log-prob of token i is read at noisy position i: the noisy copy masks what the row's `noisy_masked` says.
-Improvement: the noisy copy starts at `noisy_start`, a block boundary before every masked position. A noisy block
-without masked tokens is attended only by its own noisy queries, whose outputs are never read, so leaving it out
-is exact; a prompt of P tokens then costs P instead of 2P positions per row.
+Improvement: each row's noisy copy is a window of N positions starting at its own block boundary before its first
+masked position, so the layout is `[noisy window (N) | clean row (L)]`. A noisy block without masked tokens is
+attended only by its own noisy queries, whose outputs are never read, so leaving it out is exact; a prompt of P
+tokens then costs about P instead of 2P positions per row. N comes from the row-length buckets, so the compiled
+shape depends on the bucketed (L, N) only, never on where a batch's prompts end.
 """
 
 from __future__ import annotations
@@ -15,52 +17,78 @@ import numpy as np
 
 from lrl_jax.model import forward, token_logprobs
 from lrl_jax.model.config import ModelConfig
+from lrl_jax.rl.batch import length_bucket
 
 
-def noisy_start(noisy_masked: np.ndarray, block_size: int) -> int:
-  """Where the noisy copy of rows [rows, L] may start: a block boundary at or before every masked position.
+def noisy_start(noisy_masked: np.ndarray, block_size: int, multiple: int = 0) -> int:
+  """Static crop of rows [rows, L]: the layout's noisy window holds N = L - crop positions (bucketed like rows).
 
-  Rounded down to a multiple of ~L/8 (whole blocks), so one row length compiles to at most 8 layouts.
+  Each row's window starts at the block boundary before its first masked position (`row_starts`) and must reach
+  the end of the block of its last masked position; N is the bucket (`batch.length_bucket`) of the widest such
+  span, at most L. Rows with nothing masked need no window.
   """
-  length = noisy_masked.shape[1]
-  cols = np.flatnonzero(np.asarray(noisy_masked).any(axis=0))
-  if not len(cols):
-    return 0
-  quantum = block_size * max(1, length // block_size // 8)
-  return int(cols[0]) // quantum * quantum
+  masked = np.asarray(noisy_masked, bool)
+  length = masked.shape[1]
+  live = masked.any(axis=1)
+  if not live.any():
+    return length - min(length, block_size)
+  first = np.argmax(masked[live], axis=1) // block_size * block_size
+  last = length - np.argmax(masked[live, ::-1], axis=1)  # one past the last masked position
+  span = int(np.max(np.minimum(-(-last // block_size) * block_size, length) - first))
+  return length - min(length, length_bucket(span, block_size, multiple))
 
 
-def noisy_clean_inputs(tokens, noisy_masked, valid, mask_id: int, start: int = 0):
-  """Model inputs of the layout, each [rows, L - start + L]: tokens, positions, noisy flags, valid flags."""
+def row_starts(noisy_masked: jax.Array, block_size: int) -> jax.Array:
+  """[rows] int32: the block boundary at or before each row's first masked position (0 when none is masked)."""
+  return (jnp.argmax(noisy_masked, axis=1) // block_size * block_size).astype(jnp.int32)
+
+
+def noisy_clean_inputs(tokens, noisy_masked, valid, mask_id: int, block_size: int, start: int = 0):
+  """Model inputs of the layout, each [rows, N + L] with N = L - start: tokens, positions, noisy flags, valid flags.
+
+  Also returns the window's positions [rows, N] (row start + 0..N-1; past L they are invalid and read nothing).
+  """
   rows, length = tokens.shape
-  noisy_tokens = jnp.where(noisy_masked, mask_id, tokens)[:, start:]
+  window = row_starts(noisy_masked, block_size)[:, None] + jnp.arange(length - start, dtype=jnp.int32)
+  inside = window < length
+  at = jnp.minimum(window, length - 1)
+  noisy_tokens = jnp.where(jnp.take_along_axis(noisy_masked, at, 1), mask_id, jnp.take_along_axis(tokens, at, 1))
   positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (rows, length))
-  return (jnp.concatenate([noisy_tokens, tokens], 1), jnp.concatenate([positions[:, start:], positions], 1),
-          jnp.concatenate([jnp.ones_like(valid[:, start:]), jnp.zeros_like(valid)], 1).astype(bool),
-          jnp.concatenate([valid[:, start:], valid], 1))
+  return (jnp.concatenate([noisy_tokens, tokens], 1), jnp.concatenate([window, positions], 1),
+          jnp.concatenate([jnp.ones_like(inside), jnp.zeros_like(valid, bool)], 1),
+          jnp.concatenate([inside, valid.astype(bool)], 1), window)
 
 
 def row_logprobs(params, cfg: ModelConfig, tokens, noisy_masked, valid, *, block_size: int, dtype=jnp.float32,
-                 remat: str = "none", q_chunk: int | None = None, logits_chunk: int = 128, start: int = 0):
+                 remat: str = "none", q_chunk: int | None = None, logits_chunk: int = 128, start: int = 0,
+                 attn_impl: str = "xla"):
   """(log p(token_i), entropy_i), each [rows, L] float32, read at the noisy positions of the layout.
 
-  The noisy copy covers positions start..L-1 (`noisy_start`); earlier positions read 0. The mask token is
-  excluded from the distribution, exactly as the sampler excludes it from its candidates.
+  Positions outside a row's noisy window (`start` = `noisy_start`) read 0. The mask token is excluded from the
+  distribution, exactly as the sampler excludes it from its candidates.
   """
   length = tokens.shape[1]
-  inputs, positions, noisy, both_valid = noisy_clean_inputs(tokens, noisy_masked, valid, cfg.mask_token_id, start)
+  n = length - start
+  inputs, positions, noisy, both_valid, window = noisy_clean_inputs(tokens, noisy_masked, valid, cfg.mask_token_id,
+                                                                    block_size, start)
   hidden, _ = forward(params, cfg, inputs, positions, valid=both_valid, noisy=noisy, mode="block",
-                      block_size=block_size, dtype=dtype, remat=remat, q_chunk=q_chunk)
-  logp, entropy = token_logprobs(params, cfg, hidden[:, :length - start], tokens[:, start:], chunk=logits_chunk,
+                      block_size=block_size, dtype=dtype, remat=remat, q_chunk=q_chunk, attn_impl=attn_impl)
+  targets = jnp.take_along_axis(tokens, jnp.minimum(window, length - 1), 1)
+  logp, entropy = token_logprobs(params, cfg, hidden[:, :n], targets, chunk=logits_chunk,
                                  banned_token=cfg.mask_token_id)
-  return jnp.pad(logp, ((0, 0), (start, 0))), jnp.pad(entropy, ((0, 0), (start, 0)))
+  offset = jnp.arange(length, dtype=jnp.int32) - window[:, :1]  # [rows, L]: index of position i in the window
+  inside = (offset >= 0) & (offset < n)
+  at = jnp.clip(offset, 0, n - 1)
+  unwindow = lambda a: jnp.where(inside, jnp.take_along_axis(a, at, 1), 0.0)
+  return unwindow(logp), unwindow(entropy)
 
 
 def masked_lm_loss(params, cfg: ModelConfig, tokens, noisy_masked, valid, loss_mask, *, block_size: int,
-                   dtype=jnp.float32, remat: str = "none", start: int = 0):
+                   dtype=jnp.float32, remat: str = "none", start: int = 0, q_chunk: int | None = None,
+                   attn_impl: str = "xla"):
   """(sum of -log p over loss_mask, count): SDAR's block-diffusion objective, exact across micro-batches."""
   logp, _ = row_logprobs(params, cfg, tokens, noisy_masked, valid, block_size=block_size, dtype=dtype, remat=remat,
-                         start=start)
+                         start=start, q_chunk=q_chunk, attn_impl=attn_impl)
   mask = loss_mask & valid
   return -jnp.sum(jnp.where(mask, logp, 0.0)), jnp.sum(mask)
 

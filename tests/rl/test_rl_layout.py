@@ -37,15 +37,20 @@ def test_trajectory_rows_reproduce_sampler_logprobs(tiny_model):
   assert np.isfinite(ent[batch.valid]).all()
 
 
-def test_noisy_start_is_a_block_boundary_before_every_masked_position():
+def test_noisy_start_is_the_bucketed_widest_masked_span():
   masked = np.zeros((3, 40), bool)
   masked[0, 21:30] = masked[1, 33:35] = True
-  assert layout.noisy_start(masked, 4) == 20  # first masked column 21 -> its block starts at 20
-  assert layout.noisy_start(masked[1:], 4) == 32
-  assert layout.noisy_start(np.pad(masked, ((0, 0), (0, 24))), 4) == 16  # 16 blocks: whole multiples of 2 blocks
-  assert layout.noisy_start(masked[2:], 4) == 0  # nothing masked: no crop
-  masked[2, 2] = True
-  assert layout.noisy_start(masked, 4) == 0
+  assert layout.noisy_start(masked, 4) == 40 - 12  # row 0 spans blocks 5..7 (positions 20..31)
+  assert layout.noisy_start(masked[1:], 4) == 40 - 4  # one block
+  masked[2, [2, 30]] = True
+  assert layout.noisy_start(masked, 4) == 40 - 32  # row 2 spans positions 0..31: 8 blocks
+  wide = np.zeros((2, 400), bool)
+  wide[0, 100:300] = wide[1, 5:6] = True  # 200 positions from 100 -> 50 blocks of 4 -> bucket 52 blocks
+  assert layout.noisy_start(wide, 4) == 400 - 208
+  assert layout.noisy_start(wide, 4, multiple=64) == 400 - 256
+  assert layout.noisy_start(np.zeros((2, 40), bool), 4) == 36  # nothing masked: one block
+  starts = np.asarray(layout.row_starts(jnp.asarray(masked), 4))
+  assert starts.tolist() == [20, 32, 0]
 
 
 def test_cropped_noisy_copy_gives_the_same_logprobs(tiny_model):
@@ -57,10 +62,11 @@ def test_cropped_noisy_copy_gives_the_same_logprobs(tiny_model):
   for mode in rows.MODES:
     full, logp_full, _ = _logps(cfg, params, records, mode, 4)
     start = layout.noisy_start(full.noisy_masked, 4)
-    assert start == 8
+    assert start > 0
     _, logp_crop, ent = _logps(cfg, params, records, mode, 4, start=start)
     assert np.abs(logp_crop - logp_full)[full.scored].max() <= 1e-5
-    assert (logp_crop[:, :start] == 0).all() and np.isfinite(ent).all()
+    outside = np.arange(full.tokens.shape[1]) < np.asarray(layout.row_starts(jnp.asarray(full.noisy_masked), 4))[:, None]
+    assert (logp_crop[outside] == 0).all() and np.isfinite(ent).all()
   gaps = [abs(logp_crop[row, pos] - records[full.row_to_seq[row]]["logprobs"][pos - len(prompts[full.row_to_seq[row]])])
           for row in range(full.tokens.shape[0]) for pos in np.flatnonzero(full.scored[row])]
   assert max(gaps) <= 1e-5  # trajectory mode (last in MODES): still the sampler's states
