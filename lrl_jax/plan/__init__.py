@@ -1,0 +1,6 @@
+"""Deviceless ahead-of-time compiles of one RL step's programs for GPU/TPU targets: will a run fit, how fast.
+
+`python -m lrl_jax.plan --config configs/lightningrl.py --preset=sdar-8b --target=h100x8` (docs/PLAN.md).
+Modules: targets (devices by name), programs (what a step runs), rollout (the engine's programs), memory
+(compile and per-device report), search (largest fitting setting), flops (HLO FLOP count), cli (the command).
+"""

@@ -1,0 +1,214 @@
+"""Will a run fit? Compile every program of one RL step for a target's devices and report memory, FLOPs, time.
+
+`run` is the command behind `python -m lrl_jax.plan`: check the inputs (bad ones raise a UserError before any
+compile), compile the rollout and training programs for the target in a worker process (`jobs`), report their
+per-device memory against the device's, search the largest rollout batch / micro-batch that fits when the config
+does not, and count the step's FLOPs from a CPU compile of the same programs. Returns 0 (fits) or 1 (does not).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+
+from lrl_jax import defaults
+from lrl_jax.bench import shapes
+from lrl_jax.errors import UserError
+from lrl_jax.model.config import ConfigError, ModelConfig, load_config
+from lrl_jax.parallel.mesh import AXES
+from lrl_jax.plan import jobs, memory, search, targets
+from lrl_jax.weights import tiny
+
+GIB = memory.GIB
+MFU = 0.4
+DEFAULT_GPU_MEM_FRACTION = 0.92  # what launch/train_rl.sh gives XLA_PYTHON_CLIENT_MEM_FRACTION
+# Sections of `defaults.validate` that read no files and no local devices: planning needs neither the checkpoint's
+# weights and tokenizer, the data, nor the target's devices on this host.
+CHECKS = ("check_run", "check_model", "check_rollout", "check_rl", "check_loss", "check_optim", "check_train")
+
+
+class PlanError(UserError):
+  """Bad input: `key` (a flag or config key) and what is wrong with it."""
+
+  def __init__(self, key: str, message: str):
+    super().__init__(f"{key}: {message}")
+
+
+def validate(config) -> None:
+  """The config's values as the trainer checks them, the checkpoint left out (`model_config` reads its config.json)."""
+  c = copy.deepcopy(config)
+  c.model.checkpoint = ""
+  for name in CHECKS:
+    getattr(defaults, name)(c)
+
+
+def model_config(config, preset: str | None) -> tuple[ModelConfig, str]:
+  """(ModelConfig, its name): a preset, the checkpoint's config.json (no weights read), or model.tiny."""
+  block = config.rollout.block_size
+  if preset:
+    if preset not in shapes.PRESETS:
+      raise PlanError("--preset", f"{preset!r} is not one of {', '.join(sorted(shapes.PRESETS))}")
+    return shapes.preset_config(preset, block), preset
+  if config.model.checkpoint:
+    try:
+      return load_config(config.model.checkpoint), config.model.checkpoint
+    except ConfigError as e:
+      raise PlanError("model.checkpoint", str(e)) from None
+  return tiny.tiny_config(block_size=block, **config.model.tiny.to_dict()), "model.tiny"
+
+
+def mesh_shape(config, target: targets.Target) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) of config.mesh on the target's devices (one axis may be -1: the devices left over)."""
+  sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+  known = 1
+  for s in sizes:
+    known *= s if s != -1 else 1
+  n = target.num_devices
+  if sizes.count(-1) > 1 or n % known or (-1 not in sizes and known != n):
+    raise PlanError("mesh", f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}) does not factor the {n} "
+                    f"devices of {target.name}")
+  return tuple(n // known if s == -1 else s for s in sizes)
+
+
+def _header(config, target, model: str, cfg: ModelConfig, mesh, setup: dict, budget: int, fraction: float):
+  c, micro = config, config.train.micro_batch_rows
+  counts = setup["counts"]
+  per_update = counts["accumulate"] // max(counts["apply"], 1) + 1
+  return [
+      f"target   {target.describe()}; budget {budget / GIB:.1f} GiB per device (mem_fraction {fraction:g})",
+      f"model    {model}: {cfg.num_layers} layers, hidden {cfg.hidden_size}, {setup['params'] / 1e9:.2f}B params "
+      f"(float32 master); compute {c.model.dtype}, remat {c.model.remat}, q_chunk {c.model.q_chunk}, training "
+      f"attention {setup['attention']}",
+      "mesh     " + " ".join(f"{a}={n}" for a, n in zip(AXES, mesh)),
+      f"rollout  {c.rollout.num_prompts} prompts x {c.rollout.num_responses} responses, batch "
+      f"{c.rollout.batch_size}, prompt {setup['prompt_len']} + {c.rollout.max_new_tokens} new tokens",
+      f"train    {micro} rows per micro-batch ({micro // setup['batch_shards']} per device) x "
+      f"{setup['row_length']} positions, {per_update} micro-batches per update, {counts['apply']} update(s) per step",
+  ]
+
+
+def _search_line(name: str, multiple: int, found: search.Found, config, shards: int) -> str:
+  tried = ", ".join(f"{v} {outcome}" for v, outcome in found.tried)
+  if found.value is None:
+    return f"none fits: {name} down to {multiple} ({tried or 'no smaller value'})"
+  line = f"largest that fits: {name}={found.value}"
+  if name == "train.micro_batch_rows":
+    per = config.train.sequences_per_update or config.rollout.num_prompts * config.rollout.num_responses
+    line += (f" ({found.value // shards} per device); {-(-per // found.value)} micro-batches per update keep "
+             f"train.sequences_per_update={per}")
+  return f"{line}  [tried: {tried}]"
+
+
+def _flops_lines(flops: dict, reports: list[memory.Report], target: targets.Target, tpf: float):
+  lines = ["FLOPs per step: matmul FLOPs of the same programs compiled for one CPU device, read off the optimized "
+           "HLO with each loop body x its trip count",
+           f"{'program':<16} {'calls':>6} {'TFLOP/call':>11} {'TFLOP/step':>11} {'XLA cost_analysis*':>19}"]
+  total = 0.0
+  for r in reports:
+    f = flops.get(r.name)
+    if f is None:
+      lines.append(f"{r.name:<16} {r.calls:>6g} {'-':>11} {'-':>11} {'-':>19}  error: {r.error}")
+      continue
+    step = f["total"] * r.calls
+    total += step
+    note = ""
+    if f["dynamic_loops"]:
+      trips = " x ".join(f"{t:g}" for t in f["loop_trips"])
+      note = f"  data-dependent loops at {trips} trips (every response to max_new_tokens at TPF {tpf:g})"
+    lines.append(f"{r.name:<16} {r.calls:>6g} {f['total'] / 1e12:11.2f} {step / 1e12:11.1f} "
+                 f"{(f['xla_cost_analysis'] or 0) / 1e12:19.2f}{note}")
+  seconds = total / (MFU * target.kind.peak_bf16 * target.num_devices)
+  lines += [f"total {total / 1e15:.2f} PFLOP per step -> {seconds:.1f} s per step at {MFU:.0%} MFU of "
+            f"{target.num_devices} x {target.kind.peak_bf16 / 1e12:.0f} TFLOP/s (dense bf16 peak, {target.kind.name})",
+            "* XLA's own cost_analysis of the CPU compile, which counts each loop body once (for comparison)"]
+  return lines, {"flops_per_step": total, "seconds_at_40pct_mfu": seconds, "programs": flops}
+
+
+def _report_memory(config, target, model, cfg, mesh, setup, main: jobs.Result, budget, fraction, out) -> dict:
+  for line in _header(config, target, model, cfg, mesh, setup, budget, fraction):
+    out(line)
+  out("")
+  out("per device, GiB; live = state kept beside the program (f32 params, Adam moments, reference params); "
+      "peak = live + args + out - alias + temp")
+  for line in memory.format_table(main.reports, budget):
+    out(line)
+  return {"target": target.name, "model": model, "mesh": dict(zip(AXES, mesh)), "budget_bytes": budget,
+          "fits": all(r.fits(budget) for r in main.reports),
+          "programs": [{**r._asdict(), "peak": r.peak, "fits": r.fits(budget)} for r in main.reports], "search": {}}
+
+
+def _search(worker: jobs.Worker, main: jobs.Result, budget: int, config, shards: int, out) -> dict:
+  """For each knob whose programs do not all fit, the largest value whose programs do."""
+  found_all = {}
+  for group, knob in worker.setup["knobs"].items():
+    if all(r.fits(budget) for r in main.reports if main.groups.get(r.name) == group):
+      continue
+    found = search.largest_fitting(knob["value"], knob["multiple"], lambda rs: all(r.fits(budget) for r in rs),
+                                   lambda value, group=group: worker.compile([(group, value)]).reports)
+    out(_search_line(knob["name"], knob["multiple"], found, config, shards))
+    found_all[knob["name"]] = {"value": found.value, "tried": found.tried}
+  return found_all
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def run(config, *, target_name: str, preset: str | None = None, prompt_len: int = 256, tpf: float = 4.81,
+        mem_fraction: float | None = None, do_search: bool = True, do_flops: bool = True,
+        json_path: str | None = None, verbose: bool = False, attention: str = "auto", out=print) -> int:
+  """Print the plan of `config` on `target_name`; 0 if every program fits, else 1. Bad input raises a UserError."""
+  start = time.perf_counter()
+  target = targets.parse_target(target_name)
+  targets.check_extra(target)
+  for key, ok in (("--prompt_len", prompt_len >= 1), ("--tpf", tpf > 0),
+                  ("--mem_fraction", mem_fraction is None or 0 < mem_fraction <= 1)):
+    if not ok:
+      raise PlanError(key, f"{ {'--prompt_len': prompt_len, '--tpf': tpf}.get(key, mem_fraction)} is out of range")
+  validate(config)
+  cfg, model = model_config(config, preset)
+  mesh = mesh_shape(config, target)
+  shards = mesh[0] * mesh[1]
+  micro = config.train.micro_batch_rows
+  if micro % shards:
+    raise PlanError("train.micro_batch_rows", f"{micro} is not a multiple of the {shards} devices rows are split "
+                    "over (mesh data x fsdp)")
+  fraction = mem_fraction or (DEFAULT_GPU_MEM_FRACTION if target.kind.platform == "cuda" else 1.0)
+  budget = int(target.kind.memory_bytes * fraction)
+  spec = {"config": json.loads(config.to_json_best_effort()), "target": target.name, "preset": preset,
+          "prompt_len": prompt_len, "tpf": tpf, "mesh": mesh, "attention": attention, "platform": "target", "skip": []}
+  groups = [("rollout", None), ("train", None), ("apply", None)]  # None: the knob's configured value
+  workers = [jobs.Worker({**spec, "platform": "target"})]
+  if do_flops:  # the CPU compiles' child starts now, so its imports overlap the target's compiles
+    workers.append(jobs.Worker({**spec, "platform": "cpu"}))
+    workers[1].start()
+  try:
+    main = workers[0].compile(groups)
+    result = _report_memory(config, target, model, cfg, mesh, workers[0].setup, main, budget, fraction, out)
+    if not result["fits"] and do_search:
+      out("")
+      result["search"] = _search(workers[0], main, budget, config, shards, out)
+    if do_flops:
+      out("")
+      cpu = workers[1].compile(groups)
+      lines, result["flops"] = _flops_lines(cpu.flops, cpu.reports, target, tpf)
+      for line in lines:
+        out(line)
+  except jobs.BadInput as e:
+    raise UserError(str(e)) from None
+  finally:
+    logs = [w.close() for w in workers]
+  if verbose:
+    out("\n".join(text for text in logs if text.strip()))
+  fits = result["fits"]
+  result["seconds"] = time.perf_counter() - start
+  out("")
+  out(f"{'fits' if fits else 'does NOT fit'} on {target.name} (plan took {result['seconds']:.0f} s)")
+  if json_path:
+    _write_json(json_path, result)
+  return 0 if fits else 1

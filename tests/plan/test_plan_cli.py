@@ -1,0 +1,102 @@
+"""`python -m lrl_jax.plan` end to end on tiny models: one TPU and one GPU target, exit codes, bytes, bad input."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A tiny model whose params outweigh a micro-batch's rows 100-fold, so argument bytes are the params' bytes.
+TINY = ["--config=configs/test.py", "--config.model.tiny.hidden_size=256", "--config.model.tiny.head_dim=64",
+        "--config.model.tiny.intermediate_size=512", "--config.model.tiny.vocab_size=4096"]
+
+
+def run_plan(*args, prefix=()):
+  cmd = [sys.executable, *(prefix or ["-m", "lrl_jax.plan"]), *args]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+
+
+def tiny_params() -> int:
+  h, m, v, layers, heads, kv, d = 256, 512, 4096, 2, 4, 2, 64
+  layer = 2 * h + h * heads * d + 2 * h * kv * d + heads * d * h + 2 * d + 3 * h * m
+  return 2 * v * h + h + layers * layer
+
+
+def plan_json(tmp_path, *args):
+  path = tmp_path / "plan.json"
+  proc = run_plan(*TINY, *args, f"--json={path}")
+  return proc, (json.loads(path.read_text()) if path.exists() else None)
+
+
+def test_tpu_fits_with_sharded_params(tmp_path):
+  """v5e:2x2, fsdp=4: every program fits; the log-prob pass takes exactly the params' quarter per device."""
+  proc, plan = plan_json(tmp_path, "--target=v5e:2x2", "--config.mesh.data=1", "--config.mesh.fsdp=4",
+                         "--nosearch", "--noflops")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert plan["fits"] and plan["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+  programs = {p["name"]: p for p in plan["programs"]}
+  assert set(programs) == {"rollout/decode", "logp_old/ref", "micro_grads", "accumulate", "apply"}
+  assert all(p["fits"] and p["error"] is None for p in programs.values())
+  assert programs["logp_old/ref"]["argument"] == pytest.approx(4 * tiny_params() / 4, rel=0.01)
+  assert programs["micro_grads"]["live"] == pytest.approx(3 * 4 * tiny_params() / 4, rel=0.01)  # Adam + ref
+  assert "fits on v5e:2x2" in proc.stdout
+
+
+def test_gpu_fits_on_one_device(tmp_path):
+  proc, plan = plan_json(tmp_path, "--target=h100x1", "--config.mesh.data=1", "--nosearch", "--noflops")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  programs = {p["name"]: p for p in plan["programs"]}
+  assert programs["logp_old/ref"]["argument"] == pytest.approx(4 * tiny_params(), rel=0.01)
+  assert programs["apply"]["alias"] > 0  # params and Adam state are donated
+
+
+def test_gpu_does_not_fit_searches_and_counts_flops(tmp_path):
+  """h100x2 with a memory budget below the params: exit 1, a search that finds nothing, the step's FLOPs."""
+  proc, plan = plan_json(tmp_path, "--target=h100x2", "--config.mesh.data=1", "--config.mesh.fsdp=2",
+                         "--mem_fraction=0.00001")
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  assert not plan["fits"] and not any(p["fits"] for p in plan["programs"])
+  assert plan["search"]["rollout.batch_size"]["value"] is None
+  assert plan["search"]["train.micro_batch_rows"]["value"] is None
+  assert "does NOT fit on h100x2" in proc.stdout
+  flops = plan["flops"]["programs"]
+  rows, length = 8, 288
+  # The log-prob pass runs at least every weight matrix once per position of the row (noisy window + clean row).
+  assert flops["logp_old/ref"]["total"] >= 2 * tiny_params() * rows * length
+  assert flops["micro_grads"]["total"] > 2 * flops["logp_old/ref"]["total"]  # backward ~ 2x forward
+  assert flops["rollout/decode"]["dynamic_loops"] == 2  # blocks, denoising steps: counted at assumed trips
+  assert plan["flops"]["seconds_at_40pct_mfu"] == pytest.approx(
+      plan["flops"]["flops_per_step"] / (0.4 * 2 * 989e12))
+
+
+def _error_line(proc):
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+  assert len(lines) == 1, proc.stderr
+  return lines[0]
+
+
+def test_unknown_target():
+  assert _error_line(run_plan(*TINY, "--target=h100x12")).startswith("error: --target: h100x12: ")
+  assert _error_line(run_plan(*TINY, "--target=tpu9")).startswith("error: --target: tpu9: unknown target")
+
+
+def test_mesh_that_does_not_factor_the_devices():
+  line = _error_line(run_plan(*TINY, "--target=h100x8", "--config.mesh.fsdp=3"))
+  assert line == "error: mesh: (data=-1, fsdp=3, tensor=1) does not factor the 8 devices of h100x8"
+
+
+def test_missing_extra():
+  hide = "import sys; sys.modules['libtpu'] = None; from lrl_jax.plan.__main__ import main; sys.exit(main())"
+  line = _error_line(run_plan(*TINY, "--target=v5e:2x2", prefix=["-c", hide]))
+  assert line.startswith("error: --target: v5e:2x2: compiling for tpu needs libtpu; install the plan extra")
+
+
+def test_bad_preset_and_checkpoint(tmp_path):
+  assert _error_line(run_plan(*TINY, "--target=h100x8", "--preset=sdar-9b")).startswith("error: --preset: ")
+  line = _error_line(run_plan(*TINY, "--target=h100x8", f"--config.model.checkpoint={tmp_path}/none"))
+  assert line.startswith("error: model.checkpoint: ") and "none" in line
