@@ -25,8 +25,8 @@ GIB = memory.GIB
 MFU = 0.4
 DEFAULT_GPU_MEM_FRACTION = 0.92  # what launch/train_rl.sh gives XLA_PYTHON_CLIENT_MEM_FRACTION
 # Sections of `defaults.validate` that read no files and no local devices: planning needs neither the checkpoint's
-# weights and tokenizer, the data, nor the target's devices on this host.
-CHECKS = ("check_run", "check_model", "check_rollout", "check_rl", "check_loss", "check_optim", "check_train")
+# weights and tokenizer, the data, nor the target's devices on this host (`check_model_fit` does the model's part).
+CHECKS = ("check_run", "check_model", "check_rl", "check_loss", "check_optim", "check_train")
 
 
 class PlanError(UserError):
@@ -42,6 +42,18 @@ def validate(config) -> None:
   c.model.checkpoint = ""
   for name in CHECKS:
     getattr(defaults, name)(c)
+
+
+def check_model_fit(config, cfg: ModelConfig, prompt_len: int) -> None:
+  """Rollout sizes against the planned model (not the checkpoint's, when a preset replaces it)."""
+  r = config.rollout
+  for key, value in (("rollout.batch_size", r.batch_size), ("rollout.num_prompts", r.num_prompts),
+                     ("rollout.num_responses", r.num_responses), ("rollout.max_new_tokens", r.max_new_tokens)):
+    if value < 1:
+      raise PlanError(key, f"{value} must be positive")
+  if prompt_len + r.max_new_tokens > cfg.max_position_embeddings:
+    raise PlanError("rollout.max_new_tokens", f"{r.max_new_tokens} + --prompt_len={prompt_len} exceeds the model's "
+                    f"max_position_embeddings={cfg.max_position_embeddings}")
 
 
 def model_config(config, preset: str | None) -> tuple[ModelConfig, str]:
@@ -172,6 +184,7 @@ def run(config, *, target_name: str, preset: str | None = None, prompt_len: int 
       raise PlanError(key, f"{ {'--prompt_len': prompt_len, '--tpf': tpf}.get(key, mem_fraction)} is out of range")
   validate(config)
   cfg, model = model_config(config, preset)
+  check_model_fit(config, cfg, prompt_len)
   mesh = mesh_shape(config, target)
   shards = mesh[0] * mesh[1]
   micro = config.train.micro_batch_rows
