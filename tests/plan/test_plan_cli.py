@@ -9,9 +9,10 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# A tiny model whose params outweigh a micro-batch's rows 100-fold, so argument bytes are the params' bytes.
+# A tiny model whose params outweigh a micro-batch's rows 100-fold, so argument bytes are the params' bytes. The
+# training attention is the XLA flash path on every target: the platform kernels are tested by their own tests.
 TINY = ["--config=configs/test.py", "--config.model.tiny.hidden_size=256", "--config.model.tiny.head_dim=64",
-        "--config.model.tiny.intermediate_size=512", "--config.model.tiny.vocab_size=4096"]
+        "--config.model.tiny.intermediate_size=512", "--config.model.tiny.vocab_size=4096", "--attention=flash"]
 
 
 def run_plan(*args, prefix=()):
