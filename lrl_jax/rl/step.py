@@ -2,19 +2,24 @@
 
 Loss weights are computed on the host over the whole accumulated batch, so the sum of micro-batch gradients is
 the gradient of the accumulated batch's loss whatever the split. Params are arguments (never constants); the
-optimizer update donates params and state.
+optimizer update donates params and state. Gradients and their accumulation buffers come out sharded like the
+params (a reduce-scatter, never a replicated all-reduce): `functions(sc, param_shardings)` builds the jitted
+programs with those output shardings (also what a deviceless AOT compile lowers), and `micro_grads` /
+`accumulate` / `logprobs` call them with the shardings of the params they are given.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
+from lrl_jax.model import attention
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.rl import layout, losses
 
@@ -42,19 +47,14 @@ class StepConfig:
   dtype: str = "float32"
   remat: str = "none"
   q_chunk: int = 0
-  noisy_start: int = 0  # layout.noisy_start of the batch: the noisy copy leaves out the blocks before it
+  noisy_start: int = 0  # layout.noisy_start of the batch: the noisy window holds L - noisy_start positions
+  attn_impl: str = "auto"  # attention backend; "auto": attention.training_backend of the params' devices
 
 
 def _logprobs(params, batch_tokens, noisy_masked, valid, sc: StepConfig):
   return layout.row_logprobs(params, sc.model, batch_tokens, noisy_masked, valid, block_size=sc.block_size,
                              dtype=jnp.dtype(sc.dtype), remat=sc.remat, q_chunk=sc.q_chunk or None,
-                             start=sc.noisy_start)
-
-
-@functools.partial(jax.jit, static_argnames=("sc",))
-def logprobs(params, tokens, noisy_masked, valid, *, sc: StepConfig):
-  """Per-token log-probs [rows, L] of the training rows (logp_old / logp_ref), no gradient."""
-  return _logprobs(params, tokens, noisy_masked, valid, sc)[0]
+                             start=sc.noisy_start, attn_impl=sc.attn_impl)
 
 
 def _loss(params, mb: MicroBatch, sc: StepConfig):
@@ -71,17 +71,86 @@ def _grads(params, mb: MicroBatch, sc: StepConfig):
   return grads, aux
 
 
-@functools.partial(jax.jit, static_argnames=("sc",))
-def micro_grads(params, mb: MicroBatch, *, sc: StepConfig):
-  """(grads, aux) of the first micro-batch of an accumulation."""
-  return _grads(params, mb, sc)
+class StepFunctions(NamedTuple):
+  """The jitted programs of one StepConfig and param sharding (lower them for AOT, call them to run)."""
+  logprobs: Callable  # (params, tokens, noisy_masked, valid) -> logp [rows, L]
+  micro_grads: Callable  # (params, mb) -> (grads, aux) of the first micro-batch of an accumulation
+  accumulate: Callable  # (params, grads, aux, mb) -> (grads, aux) with one more micro-batch (buffers donated)
 
 
-@functools.partial(jax.jit, static_argnames=("sc",), donate_argnames=("grads", "aux"))
-def accumulate(params, grads, aux, mb: MicroBatch, *, sc: StepConfig):
-  """Add one more micro-batch's gradient and metric sums to the running ones (buffers donated)."""
-  g, a = _grads(params, mb, sc)
-  return jax.tree.map(jnp.add, grads, g), losses.combine_aux(aux, a)
+def resolve(sc: StepConfig, devices) -> StepConfig:
+  """sc with attn_impl "auto" replaced by the training attention of `devices`' platform."""
+  if sc.attn_impl != "auto":
+    return sc
+  return dataclasses.replace(sc, attn_impl=attention.training_backend(devices))
+
+
+@functools.lru_cache(maxsize=None)
+def _functions(sc: StepConfig, shardings: tuple | None) -> StepFunctions:
+  _CREATED.append((sc, shardings))
+  out = {}
+  if shardings is not None:
+    treedef, leaves = shardings
+    replicated = NamedSharding(leaves[0].mesh, PartitionSpec())
+    out = {"out_shardings": (jax.tree.unflatten(treedef, leaves), replicated)}
+  grads = lambda params, mb: _grads(params, mb, sc)
+
+  def accumulate(params, grads_in, aux, mb):
+    g, a = _grads(params, mb, sc)
+    return jax.tree.map(jnp.add, grads_in, g), losses.combine_aux(aux, a)
+
+  return StepFunctions(jax.jit(lambda params, *rows: _logprobs(params, *rows, sc)[0]), jax.jit(grads, **out),
+                       jax.jit(accumulate, donate_argnums=(1, 2), **out))
+
+
+def functions(sc: StepConfig, param_shardings: Any = None) -> StepFunctions:
+  """The step programs of `sc` (attn_impl resolved), gradients sharded as `param_shardings` (NamedShardings) if given.
+
+  Cached per (sc, shardings): calling it again never recompiles.
+  """
+  if param_shardings is None:
+    return _functions(resolve(sc, jax.devices()), None)
+  leaves, treedef = jax.tree.flatten(param_shardings)
+  return _functions(resolve(sc, leaves[0].mesh.devices.flat), (treedef, tuple(leaves)))
+
+
+def _shardings_of(params) -> Any:
+  """The params' NamedShardings (a pytree like params), or None when they are not all mesh-sharded arrays."""
+  shardings = [getattr(x, "sharding", None) for x in jax.tree.leaves(params)]
+  if not shardings or not all(isinstance(s, NamedSharding) for s in shardings):
+    return None
+  return jax.tree.unflatten(jax.tree.structure(params), shardings)
+
+
+class _Program:
+  """One step program called like a jit with a static `sc=`: picks `functions(sc, shardings of the params)`.
+
+  `lower(*args, sc=)` lowers it for abstract arguments (ShapeDtypeStructs with shardings); `_cache_size()` counts
+  its compiled executables over every StepConfig and sharding so far.
+  """
+
+  def __init__(self, name: str, doc: str):
+    self.name, self.__doc__ = name, doc
+
+  def _fn(self, args, sc: StepConfig):
+    return getattr(functions(sc, _shardings_of(args[0])), self.name)
+
+  def __call__(self, *args, sc: StepConfig):
+    return self._fn(args, sc)(*args)
+
+  def lower(self, *args, sc: StepConfig):
+    return self._fn(args, sc).lower(*args)
+
+  def _cache_size(self) -> int:
+    cached = [_functions(*key) for key in _CREATED]
+    return sum(getattr(fns, self.name)._cache_size() for fns in cached)
+
+
+_CREATED: list[tuple] = []  # the (sc, shardings) keys `_functions` has built, for `_cache_size`
+
+logprobs = _Program("logprobs", "(params, tokens, noisy_masked, valid, *, sc) -> log-probs [rows, L], no gradient.")
+micro_grads = _Program("micro_grads", "(params, mb, *, sc) -> (grads sharded like params, aux) of a first micro-batch.")
+accumulate = _Program("accumulate", "(params, grads, aux, mb, *, sc) -> (grads, aux) plus one micro-batch (donated).")
 
 
 def make_apply(optimizer: optax.GradientTransformation, out_shardings=None):

@@ -1,4 +1,5 @@
-"""The sharded RL update on 8 CPU devices (data 2 × fsdp 2 × tensor 2) gives the 1-device parameters (fp32, 1e-5)."""
+"""The sharded RL update on 8 CPU devices (data 2 × fsdp 2 × tensor 2) gives the 1-device parameters (fp32, 1e-5),
+with gradients sharded like the params."""
 
 import json
 import os
@@ -19,6 +20,7 @@ def test_eight_device_step_matches_one_device():
   one, eight = _run(1, 1, 1), _run(2, 2, 2)
   assert one["devices"] == 1 and eight["devices"] == 8
   assert any("fsdp" in s or "tensor" in s for s in eight["shardings"])  # really sharded
+  assert eight["grads_like_params"]  # accumulated gradients sharded like the params, not replicated
   assert one["params"].keys() == eight["params"].keys()
   for name in one["params"]:
     a, b = np.asarray(one["params"][name]), np.asarray(eight["params"][name])
