@@ -10,7 +10,7 @@ import time
 import ml_dtypes
 import numpy as np
 
-from lrl_jax.model.config import ConfigError, load_config
+from lrl_jax.model.config import ConfigError
 from lrl_jax.weights import checkpoint, hf
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -24,24 +24,14 @@ def _np_dtype(name: str | None):
 
 
 def hf_to_orbax(hf_dir: str, out_dir: str, dtype: str | None = None, overwrite: bool = False) -> None:
-  """Stream HF shards into stacked params and save them with Orbax beside the config/tokenizer files."""
-  cfg = load_config(hf_dir)
-  params = checkpoint.to_device_in_place(hf.read_hf_params(hf_dir, cfg, _np_dtype(dtype)))
-  checkpoint.write_orbax_dir(params, out_dir, src_dir=hf_dir, overwrite=overwrite)
+  """HF shards → Orbax model dir beside the config/tokenizer files, one tensor in memory at a time."""
+  checkpoint.hf_to_orbax_dir(hf_dir, out_dir, _np_dtype(dtype), overwrite)
 
 
 def orbax_to_hf(ckpt_dir: str, out_dir: str, dtype: str | None = None, overwrite: bool = False,
                 max_shard_bytes: int = 2 * 2**30) -> None:
-  """Write an Orbax model directory back as HF safetensors (sharded, with index) + side files."""
-  if not checkpoint.is_orbax_dir(ckpt_dir):
-    raise FileNotFoundError(f"{ckpt_dir}: not an Orbax model directory (no '{checkpoint.PARAMS_DIR}/')")
-  cfg = load_config(ckpt_dir)
-  params = checkpoint.restore_orbax_params(f"{ckpt_dir}/{checkpoint.PARAMS_DIR}")
-  params = checkpoint.to_numpy(params)
-  if dtype is not None:
-    params = checkpoint.cast_params(params, _np_dtype(dtype))
-  checkpoint.write_hf_dir(params, cfg, out_dir, src_dir=ckpt_dir, overwrite=overwrite,
-                          max_shard_bytes=max_shard_bytes)
+  """Orbax model directory → HF safetensors (sharded, with index) + side files, one tensor at a time."""
+  checkpoint.orbax_to_hf_dir(ckpt_dir, out_dir, _np_dtype(dtype), overwrite, max_shard_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:

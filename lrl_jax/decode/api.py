@@ -17,7 +17,6 @@ import numpy as np
 
 from lrl_jax.decode import engine
 from lrl_jax.decode.config import DecodeConfig, DecodeError
-from lrl_jax.model import init_cache
 from lrl_jax.model.config import ModelConfig
 
 
@@ -62,7 +61,7 @@ def make_record(prompt: Sequence[int], out: dict[str, np.ndarray], row: int, dcf
 
 
 # Built by jit so a fresh cache is placed exactly like the cache `engine.decode` returns: both hit one compiled program.
-_fresh_cache = jax.jit(init_cache, static_argnums=(0, 1, 2, 3))
+_fresh_cache = jax.jit(engine.init_cache, static_argnums=(0, 1, 2, 3))
 
 
 class Decoder:

@@ -16,6 +16,29 @@ from lrl_jax.decode import sampling, strategies
 from lrl_jax.decode.config import DecodeConfig
 from lrl_jax.model import forward, logits
 from lrl_jax.model.config import ModelConfig
+from lrl_jax.model.layers import PagedKV
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> dict:
+  """Preallocated KV cache: slot s of row b holds position s. k/v: [layers, batch, length, kv_heads, head_dim]."""
+  shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def _as_pages(cache: dict, length: jax.Array, block_size: int) -> PagedKV:
+  """The cache as the model's paged prefix: row b's slots are pages b*n .. b*n+n-1 of block_size positions."""
+  layers, b, slots = cache["k"].shape[:3]
+  n = slots // block_size
+  pages = lambda a: a.reshape(layers, b * n, block_size, *a.shape[3:])
+  table = jnp.arange(b * n, dtype=jnp.int32).reshape(b, n)
+  return PagedKV(pages(cache["k"]), pages(cache["v"]), table, length)
+
+
+def _write(cache: dict, kv, start: jax.Array) -> dict:
+  """Write a call's keys/values [layers, b, t, kh, d] into every row's slots start[b]..start[b]+t-1."""
+  row = lambda c, u, p: jax.lax.dynamic_update_slice_in_dim(c, u, p, axis=1)
+  write = lambda c, u: jax.vmap(row, in_axes=(1, 1, 0), out_axes=1)(c, u.astype(c.dtype), start)
+  return {"k": write(cache["k"], kv.k), "v": write(cache["v"], kv.v)}
 
 def num_slots(prompt_bucket: int, max_new_tokens: int, block_size: int) -> int:
   """KV-cache / token-buffer length: enough whole blocks for the longest prompt plus max_new_tokens."""
@@ -50,13 +73,14 @@ def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig,
   step_map = jnp.full((b, slots), -1, jnp.int32)
   logp = jnp.zeros((b, slots), jnp.float32)
   prefill_end = (prompt_len // bs) * bs
-  _, cache = fwd(prompt, jnp.broadcast_to(pos[:p], (b, p)), valid=pos[:p] < prefill_end[:, None], cache=cache)
+  kv = fwd(prompt, jnp.broadcast_to(pos[:p], (b, p)), valid=pos[:p] < prefill_end[:, None], return_kv=True).kv
+  cache = _write(cache, kv, jnp.zeros((b,), jnp.int32))
   end = prompt_len + dcfg.max_new_tokens  # response positions are [prompt_len, end)
 
   def denoise(cache, state):
     """Inner loop: denoising forwards on each row's current block until no active row has a mask left."""
     blk, masked, blk_pos, run, n_masked, nf, sm, lp, step = state
-    h, _ = fwd(blk, blk_pos, cache=cache, cache_write=False)  # the cache is read-only until the commit
+    h, _ = fwd(blk, blk_pos, prefix=_as_pages(cache, blk_pos[:, 0], bs))  # the cache is read-only until the commit
     lg = logits(params, cfg, h).at[..., mask_id].set(-jnp.inf)  # the mask token is never a candidate
     step_keys = jax.vmap(jax.random.fold_in)(keys, nf)
     tok, prob, tok_logp, entropy = sampling.candidates(lg, step_keys, dcfg, dcfg.strategy == "entropy_bounded")
@@ -86,7 +110,8 @@ def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig,
     in_response = (blk_pos >= prompt_len[:, None]) & (blk_pos < end[:, None])
     stopped = (jnp.isin(blk, stop_ids) & in_response).any(-1) | (start + bs >= end)
     go_on = run & ~stopped
-    cache = jax.lax.cond(go_on.any(), lambda c: fwd(blk, blk_pos, cache=c)[1], lambda c: c, cache)
+    commit = lambda c: _write(c, fwd(blk, blk_pos, prefix=_as_pages(c, start, bs), return_kv=True).kv, start)
+    cache = jax.lax.cond(go_on.any(), commit, lambda c: c, cache)
     return (tokens, step_map, logp, cache, jnp.where(go_on, cur + 1, cur), finished | stopped, nf,
             commits + go_on)
 

@@ -1,17 +1,21 @@
 """One Mesh (data, fsdp, tensor) from config, logical-axis rules, and shardings of params, optimizer state, batches.
 
-A logical axis whose size a mesh axis does not divide stays unsharded on that axis, so tiny models and odd
-vocabularies still run on any mesh; the same code runs on one device with every axis of size 1.
+The model names axes only (Flax logical partitioning); `activate` applies these rules and a mesh through Flax's
+logical-rules machinery. A logical axis whose size a mesh axis does not divide stays unsharded on that axis, so tiny
+models and odd vocabularies still run on any mesh; the same code runs on one device with every axis of size 1.
 """
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lrl_jax.model.axes import logical_to_spec
 from lrl_jax.model.params import param_axes
 from lrl_jax.model.config import ModelConfig
 
@@ -43,9 +47,16 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
   return Mesh(np.asarray(devices).reshape(sizes), AXES)
 
 
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules=RULES) -> Iterator[None]:
+  """Within this context (and while tracing under it) the model's logical constraints shard activations on mesh."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
 def fitted_spec(shape, names, mesh: Mesh, rules=RULES) -> PartitionSpec:
   """PartitionSpec of logical names, dropping mesh axes that do not divide the dimension."""
-  spec = logical_to_spec(names, rules)
+  spec = nn.logical_to_mesh_axes(names, rules)
   out = []
   for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())

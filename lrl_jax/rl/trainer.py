@@ -21,7 +21,6 @@ from lrl_jax.checkpoints import Checkpoints
 from lrl_jax.data.sampler import PromptSampler
 from lrl_jax.decode import Decoder
 from lrl_jax.evaluation import aup as aup_lib
-from lrl_jax.model.axes import activate
 from lrl_jax.parallel import mesh as mesh_lib
 from lrl_jax.rewards import Judge, JudgeConfig, is_truncated
 from lrl_jax.rl import batch as batch_lib
@@ -180,7 +179,7 @@ class Trainer:
                                    len_multiple=c.train.row_len_bucket)
     b = rows.batch
     sc = dataclasses.replace(self.sc, noisy_start=layout.noisy_start(b.noisy_masked, self.sc.block_size))
-    with activate(self.mesh, mesh_lib.RULES):
+    with mesh_lib.activate(self.mesh):
       logp_old = self._logprobs(self.params, b, micro, sc)
       logp_ref = self._logprobs(self.ref_params, b, micro, sc) if self.ref_params is not None else logp_old
     gap = np.abs(np.where(b.scored, rows.sampler_logp - logp_old, 0.0))
@@ -194,7 +193,7 @@ class Trainer:
       grads = aux = None
       for mb in batch_lib.micro_batches(rows, idx, micro, self.loss_cfg, logp_old, logp_ref):
         mb = self._put(step_lib.MicroBatch(**mb))
-        with activate(self.mesh, mesh_lib.RULES):
+        with mesh_lib.activate(self.mesh):
           if grads is None:
             grads, aux = step_lib.micro_grads(self.params, mb, sc=sc)
           else:

@@ -15,11 +15,10 @@ from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
 from lrl_jax.model.config import ModelConfig, load_config
-from lrl_jax.weights import hf
+from lrl_jax.weights import hf, stream
 
 PARAMS_DIR = "params"
 _WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth")
@@ -56,19 +55,6 @@ def atomic_dir(out_dir: str, overwrite: bool = False) -> Iterator[str]:
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)
-
-
-def cast_params(params: Any, dtype) -> Any:
-  if dtype is None:
-    return params
-  return jax.tree.map(lambda x: x.astype(dtype), params)
-
-
-def to_device_in_place(tree: dict) -> dict:
-  """Replace every numpy leaf of a nested dict by a jax array, one at a time, so each host copy is freed as it goes."""
-  for key, value in tree.items():
-    tree[key] = to_device_in_place(value) if isinstance(value, dict) else jax.device_put(value)
-  return tree
 
 
 def save_orbax_params(params: Any, path: str) -> None:
@@ -117,6 +103,25 @@ def _write_side_files(dst: str, src_dir: str | None, cfg: ModelConfig | None) ->
       json.dump(cfg.to_hf_dict(), f, indent=2)
 
 
+def hf_to_orbax_dir(hf_dir: str, out_dir: str, dtype=None, overwrite: bool = False) -> None:
+  """HF safetensors dir → Orbax model dir, one tensor in memory at a time (all names and shapes checked first)."""
+  cfg = load_config(hf_dir)
+  leaves = stream.streamed_params(hf_dir, cfg, dtype)
+  with atomic_dir(out_dir, overwrite) as tmp:
+    stream.save_streamed(leaves, os.path.join(tmp, PARAMS_DIR))
+    _write_side_files(tmp, hf_dir, cfg)
+
+
+def orbax_to_hf_dir(ckpt_dir: str, out_dir: str, dtype=None, overwrite: bool = False,
+                    max_shard_bytes: int = 2 * 2**30) -> None:
+  """Orbax model dir → HF safetensors dir (sharded, with index), reading and writing one tensor at a time."""
+  if not is_orbax_dir(ckpt_dir):
+    raise FileNotFoundError(f"{ckpt_dir}: not an Orbax model directory (no '{PARAMS_DIR}/')")
+  cfg = load_config(ckpt_dir)
+  params = stream.lazy_params(os.path.join(ckpt_dir, PARAMS_DIR), cfg, dtype)
+  write_hf_dir(params, cfg, out_dir, src_dir=ckpt_dir, overwrite=overwrite, max_shard_bytes=max_shard_bytes)
+
+
 def load_tokenizer(path: str):
   """The tokenizer saved in a model directory, or None when it has none."""
   if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
@@ -144,5 +149,3 @@ def load_checkpoint(path: str, dtype=None) -> tuple[ModelConfig, Any, Any]:
   return cfg, load_params(path, cfg, dtype), load_tokenizer(path)
 
 
-def to_numpy(params: Any) -> Any:
-  return jax.tree.map(np.asarray, params)

@@ -1,7 +1,10 @@
-"""HF safetensors ⇄ params: the name/layout map, a shard-by-shard reader and a sharded writer.
+"""HF safetensors ⇄ params: the name/layout map, a validated tensor index, lazy reads and a streaming writer.
 
 HF (torch Linear) weights are [out, in]; ours are [in, ...] with heads split out and layers stacked on axis 0.
-Every layout change is a transpose/reshape, so HF → params → HF is bit-exact in the same dtype.
+Every layout change is a transpose/reshape, so HF → params → HF is bit-exact in the same dtype. Nothing here holds
+more than one tensor: `plan_params` checks every name and shape from the shard headers before any data is read,
+`read_piece` opens a shard for one tensor and closes it (its mapped pages go with it), and `write_hf_params` writes
+each shard's header from shapes alone, then streams the tensors' bytes in.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Callable
+import struct
+from typing import Callable, Iterator, NamedTuple
 
+import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.model.params import param_shapes
@@ -22,10 +26,25 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _IGNORED = re.compile(r"rotary_emb\.inv_freq$")
+_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
 
 
 class WeightsError(ValueError):
   """Unusable checkpoint weights; the message names the file and the tensor."""
+
+
+class Piece(NamedTuple):
+  """One HF tensor of a param: where it lives, and where it goes (layer index, or -1 for a whole top-level param).
+
+  `row_axis`: the axis of our layout that the HF tensor's rows (axis 0) become, so a top-level tensor (the
+  [vocab, embed] embedding and head) can be moved in blocks of rows.
+  """
+  path: str
+  name: str
+  layer: int
+  to_ours: Callable[[np.ndarray], np.ndarray]
+  row_axis: int = 0
+  rows: int = 1
 
 
 def _layer_map(cfg: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
@@ -66,6 +85,9 @@ def _top_map(cfg: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
   return mapping
 
 
+_ROW_AXIS = {"embed": 0, "final_norm": 0, "lm_head": 1}  # where a top-level HF tensor's rows go in our layout
+
+
 def shard_files(hf_dir: str) -> dict[str, list[str]]:
   """Shard file → tensor names, from the index (or the single-file checkpoint); missing shards are an error."""
   index_path = os.path.join(hf_dir, INDEX_FILE)
@@ -96,20 +118,13 @@ def _open(path: str):
     raise WeightsError(f"{path}: unreadable safetensors file ({e})") from e
 
 
-def read_hf_params(hf_dir: str, cfg: ModelConfig, dtype=None) -> dict:
-  """Stream the shards one at a time into preallocated stacked numpy params (peak ≈ output + one tensor)."""
+def plan_params(hf_dir: str, cfg: ModelConfig) -> tuple[dict, dict]:
+  """(pieces, dtypes): for every param leaf (same nested dict as the params) its list of `Piece`s, and the source
+  dtype of each leaf. Checks names, layer indices and shapes from the shard headers; no tensor data is read."""
   shapes = param_shapes(cfg)
   layer_map, top_map = _layer_map(cfg), _top_map(cfg)
-  out: dict = {"layers": {}}
-  seen: set[tuple[str, int]] = set()
-
-  def target(name: str, src_dtype) -> np.ndarray:
-    store = out["layers"] if name in shapes["layers"] else out
-    if name not in store:
-      shape = shapes["layers"][name] if store is out["layers"] else shapes[name]
-      store[name] = np.empty(shape, dtype or src_dtype)
-    return store[name]
-
+  pieces: dict = {"layers": {}}
+  dtypes: dict = {"layers": {}}
   for shard, names in shard_files(hf_dir).items():
     path = os.path.join(hf_dir, shard)
     with _open(path) as f:
@@ -120,79 +135,163 @@ def read_hf_params(hf_dir: str, cfg: ModelConfig, dtype=None) -> dict:
           ours, to_ours, _ = layer_map[m.group(2)]
           if layer >= cfg.num_layers:
             raise WeightsError(f"{path}: tensor '{name}' has layer {layer} but config has {cfg.num_layers} layers")
-          expected = shapes["layers"][ours][1:]
+          expected, store, dstore = shapes["layers"][ours][1:], pieces["layers"], dtypes["layers"]
         elif name in top_map:
           layer = -1
           ours, to_ours, _ = top_map[name]
-          expected = shapes[ours]
+          expected, store, dstore = shapes[ours], pieces, dtypes
         elif _IGNORED.search(name) or (name == "lm_head.weight" and cfg.tie_word_embeddings):
           continue
         else:
           raise WeightsError(f"{path}: unexpected tensor '{name}' for this config")
         try:
-          tensor = f.get_tensor(name)
+          view = f.get_slice(name)
+          shape, dtype = tuple(view.get_shape()), view.get_dtype()
         except (SafetensorError, OSError) as e:
           raise WeightsError(f"{path}: cannot read tensor '{name}' ({e})") from e
         try:
-          value = to_ours(tensor)
+          ours_shape = to_ours(np.empty(shape, np.uint8)).shape
         except ValueError as e:
-          raise WeightsError(f"{path}: tensor '{name}' has shape {list(tensor.shape)}, which does not fit "
+          raise WeightsError(f"{path}: tensor '{name}' has shape {list(shape)}, which does not fit "
                              f"{ours} {list(expected)} of the config") from e
-        if tuple(value.shape) != tuple(expected):
-          raise WeightsError(f"{path}: tensor '{name}' has shape {list(tensor.shape)}, expected a layout of "
+        if tuple(ours_shape) != tuple(expected):
+          raise WeightsError(f"{path}: tensor '{name}' has shape {list(shape)}, expected a layout of "
                              f"{ours} {list(expected)}")
-        dest = target(ours, tensor.dtype)
-        if layer >= 0:
-          dest[layer] = value
-        else:
-          dest[...] = value
-        seen.add((ours, layer))
-  _check_complete(cfg, seen, hf_dir)
-  return out
+        if dtype not in _ST_DTYPES:
+          raise WeightsError(f"{path}: tensor '{name}' has dtype {dtype}; expected one of {sorted(_ST_DTYPES)}")
+        store.setdefault(ours, []).append(Piece(path, name, layer, to_ours, _ROW_AXIS.get(ours, 0), shape[0]))
+        dstore[ours] = np.dtype(_ST_DTYPES[dtype])
+  _check_complete(cfg, pieces, hf_dir)
+  for leaf in pieces["layers"].values():
+    leaf.sort(key=lambda p: p.layer)
+  return pieces, dtypes
 
 
-def _check_complete(cfg: ModelConfig, seen: set, hf_dir: str) -> None:
+def _check_complete(cfg: ModelConfig, pieces: dict, hf_dir: str) -> None:
   for hf_name, (ours, _, _) in _top_map(cfg).items():
-    if (ours, -1) not in seen:
+    if ours not in pieces:
       raise WeightsError(f"{hf_dir}: tensor '{hf_name}' is missing")
   for suffix, (ours, _, _) in _layer_map(cfg).items():
+    present = {p.layer for p in pieces["layers"].get(ours, [])}
     for layer in range(cfg.num_layers):
-      if (ours, layer) not in seen:
+      if layer not in present:
         raise WeightsError(f"{hf_dir}: tensor 'model.layers.{layer}.{suffix}' is missing")
 
 
-def hf_tensors(params: dict, cfg: ModelConfig):
-  """Yield (hf_name, numpy array) in HF layout, one tensor at a time."""
+def read_piece(piece: Piece, dtype=None, rows: slice = slice(None)) -> np.ndarray:
+  """One tensor (or the block `rows` of its HF rows) in our layout, optionally cast; the shard is opened for this
+  read only, so its mapped pages are released with it."""
+  with _open(piece.path) as f:
+    try:
+      tensor = f.get_slice(piece.name)[rows]
+    except (SafetensorError, OSError) as e:
+      raise WeightsError(f"{piece.path}: cannot read tensor '{piece.name}' ({e})") from e
+  value = np.ascontiguousarray(piece.to_ours(tensor))
+  return value if dtype is None else value.astype(dtype)
+
+
+def read_hf_params(hf_dir: str, cfg: ModelConfig, dtype=None) -> dict:
+  """All params as stacked numpy arrays (peak ≈ output + one tensor); for loading a model into memory."""
+  pieces, dtypes = plan_params(hf_dir, cfg)
+  shapes = param_shapes(cfg)
+
+  def load(leaf_pieces, shape, src_dtype):
+    out = np.empty(shape, dtype or src_dtype)
+    for p in leaf_pieces:
+      out[p.layer if p.layer >= 0 else ...] = read_piece(p, out.dtype)
+    return out
+
+  out = {k: load(pieces[k], shapes[k], dtypes[k]) for k in pieces if k != "layers"}
+  out["layers"] = {k: load(v, shapes["layers"][k], dtypes["layers"][k]) for k, v in pieces["layers"].items()}
+  return out
+
+
+def _hf_blocks(params: dict, cfg: ModelConfig, block_bytes: int) -> Iterator[tuple[str, Iterator[np.ndarray]]]:
+  """Yield (hf_name, its HF-layout rows in blocks), one tensor at a time; top-level tensors ([vocab, embed]) come in
+  blocks of at most `block_bytes`. Leaves may be lazy (`leaf[index]` reads only that part)."""
+  def top_blocks(leaf, to_hf, axis):
+    rows = leaf.shape[axis]
+    step = max(1, block_bytes * rows // max(1, int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize))
+    for start in range(0, rows, step):
+      index = (slice(None),) * axis + (slice(start, min(rows, start + step)),)
+      yield np.ascontiguousarray(to_hf(np.asarray(leaf[index])))
+
   for hf_name, (ours, _, to_hf) in _top_map(cfg).items():
-    yield hf_name, np.ascontiguousarray(to_hf(np.asarray(params[ours])))
+    yield hf_name, top_blocks(params[ours], to_hf, _ROW_AXIS[ours])
   layer_map = _layer_map(cfg)
   for layer in range(cfg.num_layers):
     for suffix, (ours, _, to_hf) in layer_map.items():
-      yield f"model.layers.{layer}.{suffix}", np.ascontiguousarray(to_hf(np.asarray(params["layers"][ours][layer])))
+      yield (f"model.layers.{layer}.{suffix}",
+             iter([np.ascontiguousarray(to_hf(np.asarray(params["layers"][ours][layer])))]))
 
 
-def write_hf_params(params: dict, cfg: ModelConfig, out_dir: str, max_shard_bytes: int = 2 * 2**30) -> None:
-  """Write sharded safetensors + index into out_dir, flushing each shard as it fills (peak ≈ one shard)."""
-  pending: dict[str, np.ndarray] = {}
-  written: list[tuple[str, list[str]]] = []
-  total = 0
+def hf_tensors(params: dict, cfg: ModelConfig) -> Iterator[tuple[str, np.ndarray]]:
+  """Yield (hf_name, numpy array) in HF layout, one whole tensor at a time."""
+  for name, blocks in _hf_blocks(params, cfg, block_bytes=2**62):
+    yield name, np.concatenate(list(blocks))
 
-  def flush():
-    part = os.path.join(out_dir, f"shard-{len(written):05d}.part")
-    save_file(pending, part, metadata={"format": "pt"})
-    written.append((part, list(pending)))
-    pending.clear()
 
-  for name, tensor in hf_tensors(params, cfg):
-    if pending and sum(t.nbytes for t in pending.values()) + tensor.nbytes > max_shard_bytes:
-      flush()
-    pending[name] = tensor
-    total += tensor.nbytes
-  flush()
-  weight_map = {}
-  for i, (part, names) in enumerate(written):
-    fname = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
-    os.replace(part, os.path.join(out_dir, fname))
-    weight_map.update(dict.fromkeys(names, fname))
+def hf_layout(cfg: ModelConfig, dtypes: dict) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+  """(hf_name, shape, dtype) of every tensor `hf_tensors` yields, in the same order, from shapes alone."""
+  shapes = param_shapes(cfg)
+  out = []
+  for hf_name, (ours, _, to_hf) in _top_map(cfg).items():
+    out.append((hf_name, to_hf(np.empty(shapes[ours], np.uint8)).shape, dtypes[ours]))
+  layer_map = _layer_map(cfg)
+  for layer in range(cfg.num_layers):
+    for suffix, (ours, _, to_hf) in layer_map.items():
+      shape = to_hf(np.empty(shapes["layers"][ours][1:], np.uint8)).shape
+      out.append((f"model.layers.{layer}.{suffix}", shape, dtypes["layers"][ours]))
+  return out
+
+
+def _st_dtype(dtype) -> str:
+  names = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+  return names[np.dtype(dtype)]
+
+
+def _write_header(f, entries: list[tuple[str, tuple[int, ...], np.dtype]]) -> None:
+  """A safetensors header (8-byte little-endian length + JSON, space-padded to 8 bytes) for tensors in order."""
+  header, offset = {"__metadata__": {"format": "pt"}}, 0
+  for name, shape, dtype in entries:
+    size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    header[name] = {"dtype": _st_dtype(dtype), "shape": list(shape), "data_offsets": [offset, offset + size]}
+    offset += size
+  text = json.dumps(header, separators=(",", ":")).encode()
+  text += b" " * (-len(text) % 8)
+  f.write(struct.pack("<Q", len(text)))
+  f.write(text)
+
+
+def write_hf_params(params: dict, cfg: ModelConfig, out_dir: str, max_shard_bytes: int = 2 * 2**30,
+                    block_bytes: int = 16 * 2**20) -> None:
+  """Sharded safetensors + index into out_dir; each tensor's bytes are written as produced (peak ≈ one layer
+  tensor, or `block_bytes` of a top-level one).
+
+  Shard boundaries come from the shapes and dtypes of the leaves, so each shard's header is written first.
+  """
+  dtypes = {k: (np.dtype(v.dtype) if k != "layers" else {n: np.dtype(a.dtype) for n, a in v.items()})
+            for k, v in params.items()}
+  shards, size = [[]], 0
+  for entry in hf_layout(cfg, dtypes):
+    nbytes = int(np.prod(entry[1], dtype=np.int64)) * entry[2].itemsize
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(entry)
+    size += nbytes
+  names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  tensors = _hf_blocks(params, cfg, block_bytes)
+  weight_map, total = {}, 0
+  for fname, entries in zip(names, shards):
+    with open(os.path.join(out_dir, fname), "wb") as f:
+      _write_header(f, entries)
+      for name, shape, dtype in entries:
+        got_name, blocks = next(tensors)
+        assert got_name == name, (got_name, name)
+        for block in blocks:
+          f.write(np.ascontiguousarray(block, dtype=dtype).reshape(-1).view(np.uint8).data)
+          total += block.nbytes
+        weight_map[name] = fname
   with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)

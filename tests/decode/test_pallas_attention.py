@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lrl_jax.decode import pallas_attention as pa
-from lrl_jax.model import attention, forward, init_cache, init_params, masks
+from lrl_jax.decode import engine
+from lrl_jax.model import attention, forward, init_params, masks
 from lrl_jax.weights.tiny import tiny_config
 
 
@@ -143,10 +144,12 @@ def test_forward_with_pallas_backend_matches_xla(monkeypatch):
   calls += [(jnp.asarray([[bs], [2 * bs]]) + i * bs + jnp.arange(bs), None) for i in range(2)]  # own next blocks
   outs = {}
   for impl in ("xla", "pallas"):
-    cache, outs[impl] = init_cache(cfg, 2, 4 * bs + 3), []
-    for pos, valid in calls:
-      h, cache = forward(params, cfg, jnp.take_along_axis(tokens, pos, axis=1), pos, valid=valid, cache=cache,
-                         attn_impl=impl)
+    cache, outs[impl] = engine.init_cache(cfg, 2, 4 * bs), []
+    for i, (pos, valid) in enumerate(calls):
+      prefix = engine._as_pages(cache, pos[:, 0], bs) if i else None
+      h, kv = forward(params, cfg, jnp.take_along_axis(tokens, pos, axis=1), pos, valid=valid, prefix=prefix,
+                      attn_impl=impl, return_kv=True)
+      cache = engine._write(cache, kv, pos[:, 0])
       outs[impl].append(np.asarray(h))
   for want, got in zip(outs["xla"], outs["pallas"]):
     assert np.abs(got - want).max() <= 1e-5
