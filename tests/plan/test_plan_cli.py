@@ -65,9 +65,11 @@ def test_gpu_does_not_fit_searches_and_counts_flops(tmp_path):
   assert plan["search"]["train.micro_batch_rows"]["value"] is None
   assert "does NOT fit on h100x2" in proc.stdout
   flops = plan["flops"]["programs"]
-  rows, length = 8, 288
-  # The log-prob pass runs at least every weight matrix once per position of the row (noisy window + clean row).
-  assert flops["logp_old/ref"]["total"] >= 2 * tiny_params() * rows * length
+  rows, length, table = 8, 288, 4096 * 256
+  # The log-prob pass runs every layer matrix on each clean position and at most every matrix (the lm head too) on
+  # each of the 2L positions of the [noisy | clean] layout; attention of this small model adds little.
+  logp = flops["logp_old/ref"]["total"]
+  assert 2 * (tiny_params() - 2 * table) * rows * length <= logp <= 1.2 * 2 * tiny_params() * rows * 2 * length
   assert flops["micro_grads"]["total"] > 2 * flops["logp_old/ref"]["total"]  # backward ~ 2x forward
   assert flops["rollout/decode"]["dynamic_loops"] == 2  # blocks, denoising steps: counted at assumed trips
   assert plan["flops"]["seconds_at_40pct_mfu"] == pytest.approx(
