@@ -126,9 +126,9 @@ def _rows(s: Setup, rows: int, length: int, dtype, ndim: int = 2):
 def micro_batch(s: Setup, rows: int, length: int) -> step_lib.MicroBatch:
   """Abstract micro-batch as `batch.micro_batches` fills it, rows over (data, fsdp)."""
   kinds = {"tokens": jnp.int32, "noisy_masked": jnp.bool_, "valid": jnp.bool_, "scored": jnp.bool_}
-  return step_lib.MicroBatch(**{
-      f: _rows(s, rows, length, jnp.float32, 1) if f == "advantages" else _rows(s, rows, length, kinds.get(f, jnp.float32))
-      for f in step_lib.MicroBatch._fields})
+  field = lambda f: (_rows(s, rows, length, jnp.float32, 1) if f == "advantages"  # [rows]; the rest [rows, L]
+                     else _rows(s, rows, length, kinds.get(f, jnp.float32)))
+  return step_lib.MicroBatch(**{f: field(f) for f in step_lib.MicroBatch._fields})
 
 
 def step_counts(s: Setup, micro: int) -> dict[str, float]:

@@ -50,7 +50,8 @@ def _hopper(memory_bytes: int, bandwidth: float, l2: int) -> tuple:
 # Public datasheet facts. Peak: dense bf16 tensor-core / MXU FLOP/s per device (per chip for TPUs with one device
 # per chip; Ironwood exposes its two TensorCores as two devices, each half the chip).
 KINDS = {
-    "h100": DeviceKind("NVIDIA H100 80GB HBM3", "cuda", 84942979072, 989e12, _hopper(84942979072, 3.35232e12, 50 << 20)),
+    "h100": DeviceKind("NVIDIA H100 80GB HBM3", "cuda", 84942979072, 989e12,
+                       _hopper(84942979072, 3.35232e12, 50 << 20)),
     "h200": DeviceKind("NVIDIA H200", "cuda", 150754820096, 989e12, _hopper(150754820096, 4.8e12, 60 << 20)),
     "v4": DeviceKind("TPU v4", "tpu", 32 * GIB, 275e12, tpu_generation="v4"),
     "v5p": DeviceKind("TPU v5p", "tpu", 95 * GIB, 459e12, tpu_generation="v5p"),

@@ -1,7 +1,6 @@
 """`python -m lrl_jax.plan` end to end on tiny models: one TPU and one GPU target, exit codes, bytes, bad input."""
 
 import json
-import math
 import os
 import subprocess
 import sys
