@@ -14,7 +14,7 @@ from lrl_jax.plan.memory import Report
 
 class Found(NamedTuple):
   """Largest fitting value (None: none does) with its reports, and every value tried with its outcome
-  ("fits", "over" the memory budget, or "error": a program failed to compile)."""
+  ("fits"; "over" the memory budget, a TPU compile out of HBM included; "error": a program failed otherwise)."""
   value: int | None
   reports: list[Report]
   tried: list[tuple[int, str]]
@@ -30,7 +30,8 @@ def largest_fitting(value: int, multiple: int, fits: Callable[[list[Report]], bo
     nonlocal best
     reports = compile_at(value)
     ok = fits(reports)
-    tried.append((value, "fits" if ok else "error" if any(r.error for r in reports) else "over"))
+    failed = any(r.error and "RESOURCE_EXHAUSTED" not in r.error for r in reports)
+    tried.append((value, "fits" if ok else "error" if failed else "over"))
     if ok and (best[0] is None or value > best[0]):
       best = (value, reports)
     return ok
