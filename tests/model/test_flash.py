@@ -85,4 +85,41 @@ def test_query_chunks_need_not_divide_the_length():
 
 def test_training_backend_follows_the_devices_platform():
   assert attention.training_backend(jax.devices("cpu")) == "flash"
+  assert attention.training_backend([type("D", (), {"platform": "tpu"})()]) == "flash"
   assert attention.platform_of([type("D", (), {"platform": "cuda"})()]) == "gpu"
+
+
+def _has(module):
+  import importlib.util
+  try:
+    return importlib.util.find_spec(module) is not None
+  except (ImportError, ValueError):
+    return False
+
+
+@pytest.mark.skipif(not _has("libtpu"), reason="needs libtpu (pip install -e '.[plan]')")
+def test_flash_compiles_for_tpu_deviceless(monkeypatch):
+  """TPU meshes take the XLA flash path (the training backend of their platform); it compiles for v5e from here."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from lrl_jax.parallel import mesh as mesh_lib
+  from lrl_jax.plan import targets
+
+  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  topo = targets.topology(targets.parse_target("v5e:2x2"))
+  mesh = mesh_lib.make_mesh(1, 4, 1, devices=topo.devices)
+  impl = attention.training_backend(topo.devices)
+  assert impl == "flash"
+  b, t, h, kh, d = 4, 256, 4, 2, 128
+  row = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P("fsdp")))
+
+  def loss(q, k, v, pos, noisy, valid):
+    tok = masks.Tokens(pos, noisy, valid)
+    return attention.BACKENDS[impl](q, k, v, tok, tok, "block", 32, 128).astype(jnp.float32).sum()
+
+  with mesh_lib.activate(mesh):
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(
+        row((b, t, h, d), jnp.bfloat16), row((b, t, kh, d), jnp.bfloat16), row((b, t, kh, d), jnp.bfloat16),
+        row((b, t), jnp.int32), row((b, t), bool), row((b, t), bool)).compile()
+  assert compiled.memory_analysis().temp_size_in_bytes < 64 << 20
