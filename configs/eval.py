@@ -9,9 +9,12 @@ import ml_collections
 
 def get_config():
   c = ml_collections.ConfigDict()
-  c.checkpoints = ""  # comma-separated HF or Orbax model dirs, compared in one report (shared y_max, one plot)
+  c.checkpoints = ""  # comma-separated HF/Orbax model dirs or training run dirs (newest checkpoint), in one report
   c.checkpoint = ""  # shorthand for a single dir; set this or `checkpoints`, not both
-  c.datasets = "gsm8k"  # comma-separated: shipped sample names (gsm8k, math500, mbpp, humaneval, ...) or files
+  c.datasets = "gsm8k"  # comma-separated: shipped sample names (gsm8k, math500, mbpp, humaneval, ...), files or "demo"
+  # "demo": the demo's held-out problems; a checkpoint from a training run (its dir, final/ or warmstart/) supplies
+  # its own data settings, otherwise these (configs/demo.py's)
+  c.demo = ml_collections.ConfigDict(dict(eval_size=128, difficulty=1, shuffle_seed=0))
   c.limit = 0  # first N tasks of each dataset (0 = all)
   c.thresholds = (0.95, 0.9, 0.8, 0.7, 0.5)  # confidence thresholds θ (low_confidence_dynamic)
   c.block_sizes = ()  # decode block sizes; () = each checkpoint's own block size

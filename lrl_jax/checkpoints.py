@@ -1,34 +1,73 @@
-"""Training checkpoints with Orbax: params, optimizer state, step and RNG as arrays; data cursor and config as JSON.
+"""Training checkpoints with Orbax, and the layout of a run directory.
 
-Orbax writes each step to a temporary directory and renames it when complete, so a process killed at any point
-leaves only whole checkpoints; resuming restores the newest one.
+A run directory W holds `checkpoints/<step>/` (params, optimizer state: `state`; step, data cursor, config: `meta`),
+`model_files/` (config.json, tokenizer, generation_config.json: the model without weights) and, once the run ends,
+`final/` (an Orbax model dir of the final policy). Orbax writes each step under a temporary name and renames it when
+complete, so a killed save leaves no step; a step damaged afterwards is skipped on resume (`restore_newest`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+
+from lrl_jax.errors import UserError
+
+CHECKPOINTS_DIR, MODEL_FILES_DIR, FINAL_DIR, BROKEN_DIR = "checkpoints", "model_files", "final", "checkpoints.broken"
+
+
+class CheckpointError(UserError):
+  """No checkpoint of a run directory restores; the message names the directory and why each step failed."""
+
+
+def _reason(e: BaseException) -> str:
+  text = " ".join(str(e).split()) or type(e).__name__
+  return f"{type(e).__name__}: {text[:300]}"
 
 
 class Checkpoints:
   """Keep the last `keep_last` steps and every `keep_every`-th step under `workdir/checkpoints`."""
 
   def __init__(self, workdir: str, keep_last: int = 3, keep_every: int = 0):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep_last, keep_period=keep_every or None, create=True,
-                                           enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options,
-                                         item_names=("state", "meta"))
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, CHECKPOINTS_DIR)
+    self.keep_last, self.keep_every = keep_last, keep_every
+    self.manager = self._manager()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self.keep_last, keep_period=self.keep_every or None,
+                                           create=True, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, meta: dict) -> None:
-    """state: a pytree of arrays (params, opt_state, rng...); meta: JSON (data cursor, config, counters)."""
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)))
-    self.manager.wait_until_finished()
+  def save(self, step: int, state: Any, meta: dict, during: Callable[[], None] | None = None) -> None:
+    """state: a pytree of arrays (params, opt_state...); meta: JSON. `during()` runs while the files are written
+    (fault injection); the save has committed when this returns."""
+    try:
+      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      meta=ocp.args.JsonSave(meta)))
+      if during is not None:
+        during()
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 -- a full disk or lost mount surfaces as many kinds of error
+      older = [s for s in self.steps() if s < step]
+      raise CheckpointError(f"{self.step_dir(step)}: the checkpoint could not be written ({_reason(e)}); last good "
+                            f"checkpoint: {self.step_dir(older[-1]) if older else 'none'}") from e
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """Restore into `target` (abstract arrays with shardings, or concrete arrays) → (state, meta)."""
@@ -36,5 +75,109 @@ class Checkpoints:
                                                              meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
+  def restore_newest(self, target: Any, check: Callable[[dict], None] = lambda meta: None,
+                     warn: Callable[[str], None] | None = None) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest step that restores and whose meta passes `check`; None without steps.
+
+    Steps that fail are moved to `checkpoints.broken/` once an older step restores (so the run continues from there
+    and can save those step numbers again) and named in one line (`warn`, default stderr). When no step restores
+    nothing is moved and CheckpointError names each step's failure.
+    """
+    warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+    failed: list[tuple[int, str]] = []
+    for step in reversed(self.steps()):
+      try:
+        state, meta = self.restore(step, target)
+        check(meta)
+      except Exception as e:  # noqa: BLE001 -- any failure to read a step means: try the one before
+        failed.append((step, _reason(e)))
+        continue
+      if failed:
+        for bad, _ in failed:
+          self._set_aside(bad)
+        self.manager.close()
+        self.manager = self._manager()
+        detail = "; ".join(f"{self.step_dir(s)}: {r}" for s, r in failed)
+        warn(f"warning: resuming from step {step}: newer checkpoints do not restore and were moved to "
+             f"{os.path.join(self.workdir, BROKEN_DIR)} ({detail})")
+      return step, state, meta
+    if failed:
+      detail = "; ".join(f"step {s}: {r}" for s, r in failed)
+      raise CheckpointError(f"{self.directory}: no checkpoint restores ({detail}); move the directory away to "
+                            "start over")
+    return None
+
+  def _set_aside(self, step: int) -> None:
+    broken = os.path.join(self.workdir, BROKEN_DIR)
+    os.makedirs(broken, exist_ok=True)
+    target, n = os.path.join(broken, str(step)), 1
+    while os.path.exists(target):
+      target, n = os.path.join(broken, f"{step}.{n}"), n + 1
+    shutil.move(self.step_dir(step), target)
+
   def close(self) -> None:
     self.manager.close()
+
+
+def is_run_dir(path: str) -> bool:
+  """A training run directory: checkpoints and the model files saved beside them."""
+  return os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)) and os.path.isdir(os.path.join(path, MODEL_FILES_DIR))
+
+
+def model_files_dir(path: str) -> str:
+  """Where the config.json and tokenizer of a model dir or run dir live."""
+  return os.path.join(path, MODEL_FILES_DIR) if is_run_dir(path) else path
+
+
+def run_params(run_dir: str, dtype=None, warn: Callable[[str], None] | None = None) -> tuple[int, Any]:
+  """(step, params) of the newest checkpoint of a run dir that restores, on the default device, cast to dtype.
+
+  Only the params are read (not the optimizer state). A damaged step is skipped with a one-line warning.
+  """
+  warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+  directory = os.path.join(run_dir, CHECKPOINTS_DIR)
+  steps = sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  failed = []
+  for step in steps:
+    path = os.path.join(directory, str(step), "state")
+    try:
+      tree = ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree["params"]
+      item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, dtype or m.dtype), tree)
+      args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(dtype=s.dtype, sharding=device), item)
+      out = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+          item={"params": item}, restore_args={"params": args}, partial_restore=True))
+      return step, out["params"]
+    except Exception as e:  # noqa: BLE001 -- a damaged step: try the one before
+      failed.append(f"step {step}: {_reason(e)}")
+      warn(f"warning: checkpoint {os.path.join(directory, str(step))} does not restore ({_reason(e)}); trying the "
+           "previous one")
+  raise CheckpointError(f"{directory}: no checkpoint restores" + (f" ({'; '.join(failed)})" if failed else
+                                                                  " (the run saved none yet)"))
+
+
+def model_params(path: str, cfg=None, dtype=None) -> Any:
+  """Params of a model dir (HF or Orbax) or of a run dir (its newest checkpoint); unreadable weights are a
+  CheckpointError naming the directory."""
+  if is_run_dir(path):
+    return run_params(path, dtype)[1]
+  from lrl_jax.cli import is_user_error
+  from lrl_jax.weights import load_params
+  try:
+    return load_params(path, cfg, dtype)
+  except Exception as e:  # noqa: BLE001 -- Orbax/tensorstore raise many kinds for damaged files
+    if is_user_error(e):
+      raise
+    raise CheckpointError(f"{path}: the weights do not load ({_reason(e)})") from e
+
+
+def run_config(run_dir: str) -> dict | None:
+  """The training config (a dict) saved with the newest readable checkpoint of a run dir, or None."""
+  directory = os.path.join(run_dir, CHECKPOINTS_DIR)
+  for step in sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True):
+    try:
+      with open(os.path.join(directory, str(step), "meta", "metadata")) as f:
+        return json.load(f)["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+  return None

@@ -1,6 +1,6 @@
 """Batch inference CLI: `python -m lrl_jax.generate --checkpoint=DIR --input=IN.jsonl --output=OUT.jsonl`.
 
-Each input line is `{"prompt": text}` (encoded as is with the checkpoint's tokenizer: apply a chat template upstream)
+DIR is an HF or Orbax model dir, or a training run dir (its newest checkpoint's params). Each input line is `{"prompt": text}` (encoded as is with the checkpoint's tokenizer: apply a chat template upstream)
 or `{"prompt_ids": [...]}` (preferred when both are present), plus any other fields, which are passed through.
 Output lines add the SPEC §5 record fields (these replace same-named input fields). Bad input is one `error:` line
 on stderr and exit code 2, before the model is loaded; the output appears only complete (temp file + rename).
@@ -8,61 +8,69 @@ on stderr and exit code 2, before the model is loaded; the output appears only c
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import tempfile
 import time
+import types
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 
+from lrl_jax import cli, files
+from lrl_jax.checkpoints import model_files_dir, model_params
 from lrl_jax.decode import Decoder, DecodeConfig, DecodeError, STRATEGIES, default_stop_ids
-from lrl_jax.model import ConfigError, load_config
-from lrl_jax.weights import WeightsError, load_params, load_tokenizer
+from lrl_jax.defaults import parse_stop_ids
+from lrl_jax.errors import UserError
+from lrl_jax.model import load_config
+from lrl_jax.weights import load_tokenizer
 
+PROG = "python -m lrl_jax.generate"
 TRAJECTORY_FIELDS = ("decoded_ids", "decoded_step_map")
 
 
-class InputError(ValueError):
+class InputError(UserError):
   """A bad input file or line; the message names the file, line, field and value."""
 
 
-def _stop_ids(text: str) -> tuple[int, ...]:
-  if text.strip().lower() in ("", "none"):
-    return ()
-  try:
-    return tuple(int(t) for t in text.split(","))
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"--stop_ids={text!r} must be comma-separated integers (or 'none')") from None
+def define_flags(fv: flags.FlagValues) -> None:
+  def define(kind, name, default, help_text, enum_values=None):
+    if kind == "enum":
+      flags.DEFINE_enum(name, default, enum_values, help_text, flag_values=fv)
+    else:
+      getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=fv)
+
+  define("string", "checkpoint", None, "HF or Orbax model directory, or a training run directory")
+  define("string", "input", None, "JSONL, one {'prompt': ...} or {'prompt_ids': [...]} per line")
+  define("string", "output", None, "JSONL written atomically")
+  define("integer", "block_size", None, "default: the checkpoint's block_size, else 32")
+  define("integer", "steps", None, "denoising steps per block (default: block_size)")
+  define("string", "strategy", "low_confidence_dynamic", f"one of {', '.join(STRATEGIES)}")
+  define("float", "threshold", 0.9, "confidence threshold θ")
+  define("float", "temperature", 1.0, "sampling temperature (0 = greedy)")
+  define("integer", "top_k", 0, "top-k sampling (0 = off)")
+  define("float", "top_p", 1.0, "nucleus sampling mass")
+  define("bool", "greedy", False, "argmax decoding")
+  define("integer", "max_new_tokens", 512, "generated tokens per prompt at most")
+  define("integer", "batch_size", 8, "sequences decoded together")
+  define("integer", "seed", 0, "sampling seed")
+  define("enum", "dtype", "float32", "params and compute dtype", enum_values=["float32", "bfloat16"])
+  define("string", "stop_ids", "", "e.g. 151645,151643; 'none' for no stop; '' = the checkpoint's eos ids "
+         "(generation_config.json, else config.json)")
+  define("enum", "attn_impl", "auto", "auto: on GPU the faster of the two, timed on the first batch (xla elsewhere)",
+         enum_values=["xla", "pallas", "auto"])
+  define("bool", "with_logprobs", False, "add the sampler's per-token log-probabilities")
+  define("bool", "with_trajectory", False, "add decoded_ids/decoded_step_map (through the end of the last decoded "
+         "block)")
+  flags.mark_flags_as_required(["checkpoint", "input", "output"], flag_values=fv)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m lrl_jax.generate", description=__doc__.splitlines()[0])
-  p.add_argument("--checkpoint", required=True, help="HF or Orbax model directory")
-  p.add_argument("--input", required=True, help="JSONL, one {'prompt': ...} or {'prompt_ids': [...]} per line")
-  p.add_argument("--output", required=True, help="JSONL written atomically")
-  p.add_argument("--block_size", type=int, help="default: the checkpoint's block_size, else 32")
-  p.add_argument("--steps", type=int, help="denoising steps per block (default: block_size)")
-  p.add_argument("--strategy", default="low_confidence_dynamic", help=f"one of {', '.join(STRATEGIES)}")
-  p.add_argument("--threshold", type=float, default=0.9)
-  p.add_argument("--temperature", type=float, default=1.0)
-  p.add_argument("--top_k", type=int, default=0)
-  p.add_argument("--top_p", type=float, default=1.0)
-  p.add_argument("--greedy", action="store_true")
-  p.add_argument("--max_new_tokens", type=int, default=512)
-  p.add_argument("--batch_size", type=int, default=8)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  p.add_argument("--stop_ids", type=_stop_ids, help="e.g. 151645,151643; 'none' for no stop; default: the "
-                 "checkpoint's eos ids (generation_config.json, else config.json)")
-  p.add_argument("--attn_impl", default="auto", choices=("xla", "pallas", "auto"),
-                 help="auto: on GPU the faster of the two, timed on the first batch (xla elsewhere)")
-  p.add_argument("--with_logprobs", action="store_true", help="add the sampler's per-token log-probabilities")
-  p.add_argument("--with_trajectory", action="store_true",
-                 help="add decoded_ids/decoded_step_map (through the end of the last decoded block)")
-  return p.parse_args(argv)
+def _args(fv: flags.FlagValues) -> types.SimpleNamespace:
+  """The flags as attributes, `stop_ids` parsed (None = the checkpoint's own)."""
+  args = cli.namespace(fv)
+  args.stop_ids = parse_stop_ids(args.stop_ids, "--stop_ids")
+  return args
 
 
 def _prompt_ids(row: dict, where: str, tokenizer) -> list[int]:
@@ -114,20 +122,6 @@ def read_prompts(path: str, tokenizer, cfg, max_new_tokens: int) -> tuple[list[d
   return rows, prompts
 
 
-def write_jsonl_atomic(path: str, rows) -> None:
-  """Write rows to a temp file beside path, then rename it into place."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      for row in rows:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def summary(records: list[dict], decode_seconds: float, compile_seconds: float, batch_size: int) -> str:
   """One line: prompts, tokens, TPF (SPEC §6, and commit-inclusive), TPS after compilation."""
   tokens = sum(len(r["response_ids"]) for r in records)
@@ -139,12 +133,13 @@ def summary(records: list[dict], decode_seconds: float, compile_seconds: float, 
           f"batch {batch_size}, {jax.default_backend()})")
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: types.SimpleNamespace) -> str:
   """Validate everything, load the model, decode and write; returns the summary line."""
   if not os.path.isdir(args.checkpoint):
     raise InputError(f"--checkpoint={args.checkpoint}: no such directory")
-  cfg = load_config(args.checkpoint)
-  stop_ids = args.stop_ids if args.stop_ids is not None else default_stop_ids(args.checkpoint)
+  model_files = model_files_dir(args.checkpoint)
+  cfg = load_config(model_files)
+  stop_ids = args.stop_ids if args.stop_ids is not None else default_stop_ids(model_files)
   dcfg = DecodeConfig(block_size=args.block_size or cfg.block_size or 32, steps=args.steps, strategy=args.strategy,
                       threshold=args.threshold, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                       greedy=args.greedy, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids, dtype=args.dtype,
@@ -154,11 +149,12 @@ def run(args: argparse.Namespace) -> str:
     raise DecodeError(f"batch_size={args.batch_size} must be positive")
   if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
     raise InputError(f"{args.output}: the output directory does not exist")
+  files.check_output_file(args.output)
   from transformers.utils import logging as hf_logging
   hf_logging.set_verbosity_error()  # AutoTokenizer warns about model_type "sdar"; errors must stay one line
-  tokenizer = load_tokenizer(args.checkpoint)
+  tokenizer = load_tokenizer(model_files)
   rows, prompts = read_prompts(args.input, tokenizer, cfg, dcfg.max_new_tokens)
-  params = load_params(args.checkpoint, cfg, jnp.dtype(args.dtype))
+  params = model_params(args.checkpoint, cfg, jnp.dtype(args.dtype))
   decoder = Decoder(cfg, dcfg, batch_size=args.batch_size, tokenizer=tokenizer)
   start = time.perf_counter()
   decoder.warm_up(params, prompts)
@@ -174,18 +170,12 @@ def run(args: argparse.Namespace) -> str:
       for key in TRAJECTORY_FIELDS:
         rec.pop(key)
     out_rows.append({**row, **rec})
-  write_jsonl_atomic(args.output, out_rows)
+  files.write_jsonl(args.output, out_rows)
   return summary(records, decoder.decode_seconds, compile_seconds, args.batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    print(run(args))
-  except (InputError, DecodeError, ConfigError, WeightsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli.run(define_flags, lambda fv: print(run(_args(fv))), argv, PROG, __doc__)
 
 
 if __name__ == "__main__":

@@ -7,39 +7,43 @@ reported. A forward is one batched model call on a block (denoising or commit; t
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from lrl_jax.decode import Decoder, DecodeConfig, STRATEGIES
+from lrl_jax import cli
 from lrl_jax.bench import shapes
+from lrl_jax.decode import Decoder, DecodeConfig, STRATEGIES
+from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.model import init_params
 
+PROG = "python -m lrl_jax.bench decode"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m lrl_jax.bench decode", description=__doc__.splitlines()[0])
-  shapes.add_shape_flags(p)
-  p.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
-  p.add_argument("--block_size", type=int, default=32)
-  p.add_argument("--steps", type=int, help="denoising steps per block (default: block_size)")
-  p.add_argument("--prompt_len", type=int, default=64)
-  p.add_argument("--max_new_tokens", type=int, default=128)
-  p.add_argument("--strategy", default="low_confidence_dynamic", choices=STRATEGIES)
-  p.add_argument("--threshold", type=float, default=0.9)
-  p.add_argument("--stop_ids", default="", help="comma-separated; default none (random weights: fixed workload)")
-  p.add_argument("--reps", type=int, default=3, help="timed repetitions per engine (median reported)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: bfloat16 on GPU, else float32")
-  p.add_argument("--attn_impl", default="auto", choices=("xla", "pallas", "auto"),
-                 help="auto: the Decoder times both on GPU during the warm-up run (xla elsewhere)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--no_torch", action="store_true", help="skip the PyTorch reference")
-  return p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  shapes.define_shape_flags(fv)
+  flags.DEFINE_list("batch", ["1", "8"], "comma-separated batch sizes", flag_values=fv)
+  flags.DEFINE_integer("block_size", 32, "block size", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("steps", None, "denoising steps per block (default: block_size)", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("prompt_len", 64, "prompt tokens", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("max_new_tokens", 128, "generated tokens", lower_bound=1, flag_values=fv)
+  flags.DEFINE_enum("strategy", "low_confidence_dynamic", STRATEGIES, "decoding strategy", flag_values=fv)
+  flags.DEFINE_float("threshold", 0.9, "confidence threshold", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+  flags.DEFINE_string("stop_ids", "", "comma-separated; default none (random weights: fixed workload)",
+                      flag_values=fv)
+  flags.DEFINE_integer("reps", 3, "timed repetitions per engine (median reported)", lower_bound=1, flag_values=fv)
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "default: bfloat16 on GPU, else float32", flag_values=fv)
+  flags.DEFINE_enum("attn_impl", "auto", ["xla", "pallas", "auto"], "auto: the Decoder times both on GPU during "
+                    "the warm-up run (xla elsewhere)", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "weights and prompts seed", flag_values=fv)
+  flags.DEFINE_bool("no_torch", False, "skip the PyTorch reference", flag_values=fv)
 
 
 def jax_calls(records: list[dict], prompt_len: int, block_size: int) -> int:
@@ -117,12 +121,15 @@ def _threads() -> int:
 
 
 def main(argv: list[str]) -> int:
+  return cli.run(define_flags, lambda fv: run(cli.namespace(fv)), argv, PROG, __doc__)
+
+
+def run(args: types.SimpleNamespace) -> int:
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave GPU memory for the torch model
-  args = parse_args(argv)
   cfg = shapes.model_config(args)
   on_gpu = jax.default_backend() == "gpu"
   dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
-  stop_ids = tuple(int(t) for t in args.stop_ids.split(",") if t.strip())
+  stop_ids = parse_stop_ids(args.stop_ids, "--stop_ids") or ()
   dcfg = DecodeConfig(block_size=args.block_size, steps=args.steps, strategy=args.strategy, threshold=args.threshold,
                       greedy=True, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids, dtype=dtype,
                       attn_impl=args.attn_impl).validate()
@@ -146,7 +153,7 @@ def main(argv: list[str]) -> int:
         f"(its pool spans the {threads} cores of the affinity mask)"
         f"{f' and torch.set_num_threads({threads})' if model is not None else ''}; "
         f"median of {args.reps} alternating runs after 1 warm-up each; load average {os.getloadavg()[0]:.2f}")
-  results = [bench_batch(args, cfg, dcfg, params, model, int(b)) for b in args.batch.split(",")]
+  results = [bench_batch(args, cfg, dcfg, params, model, int(b)) for b in args.batch]
   print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on these cores distort the timings)")
   print("| engine | batch | forwards | tokens | forwards/s | tokens/s | ms/forward |")
   print("| --- | --- | --- | --- | --- | --- | --- |")

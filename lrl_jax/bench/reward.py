@@ -8,7 +8,6 @@ reference, timed in the same run on a subset, is the naive approach: one fresh P
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -16,12 +15,16 @@ import subprocess
 import sys
 import time
 
+from absl import flags
+
+from lrl_jax import cli
 from lrl_jax.data import CodeRecord, MathRecord, load_records, make_tasks, sample_path
 from lrl_jax.rewards import Judge, JudgeConfig
 from lrl_jax.rewards.code_reward import extract_code
 from lrl_jax.rewards.math_reward import fast_equal, ground_truth, last_boxed
 from lrl_jax.rewards.pool import available_cpus
 
+PROG = "python -m lrl_jax.bench reward"
 
 
 def symbolic_pair(rng: random.Random) -> tuple[str, str, str]:
@@ -119,14 +122,21 @@ def _timed(fn, *args) -> tuple[float, object]:
   return time.perf_counter() - start, out
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("math", 4096, "math responses in the batch", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("code", 1024, "code responses (3 tests each) in the batch", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("naive", 24, "responses per batch timed with the naive reference", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("workers", None, "judge workers (default: 2 per CPU, at most 32)", lower_bound=1,
+                       flag_values=fv)
+
+
 def main(argv: list[str] | None = None) -> int:
   """Print a table of responses/s for both batches, the naive reference's rate and the ratio."""
-  parser = argparse.ArgumentParser(prog="python -m lrl_jax.bench reward", description=__doc__)
-  parser.add_argument("--math", type=int, default=4096, help="math responses in the batch")
-  parser.add_argument("--code", type=int, default=1024, help="code responses (3 tests each) in the batch")
-  parser.add_argument("--naive", type=int, default=24, help="responses per batch timed with the naive reference")
-  parser.add_argument("--workers", type=int, default=None, help="judge workers (default: 2 per CPU, at most 32)")
-  args = parser.parse_args(argv)
+  return cli.run(define_flags, run, argv, PROG, __doc__)
+
+
+def run(args: flags.FlagValues) -> int:
   math_records, math_responses = math_batch(args.math)
   code_records, code_responses = code_batch(args.code)
   fast = sum(fast_equal(ground_truth(r.ground_truth_answer), last_boxed(s)) is not None

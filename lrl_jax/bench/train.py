@@ -7,16 +7,19 @@ compilation; these first-step losses must agree), then timed steps of the two al
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
+import types
 import warnings
 
 import jax
 import numpy as np
+from absl import flags
 
+from lrl_jax import cli
 from lrl_jax.bench import shapes
+from lrl_jax.errors import UserError
 from lrl_jax.model import ModelConfig, init_params
 from lrl_jax.rl import losses, optim, rows as rows_lib, step as step_lib
 
@@ -25,23 +28,34 @@ LR = 1e-6
 LOSS_TOLERANCE = 1e-4  # float32 on CPU: JAX and PyTorch first-step losses
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m lrl_jax.bench train", description=__doc__.splitlines()[0])
-  shapes.add_shape_flags(p)
-  p.add_argument("--rows", type=int, default=4, help="micro-batch rows (one micro-batch per update)")
-  p.add_argument("--seq", type=int, default=256, help="row length L; the [noisy | clean] layout processes 2L")
-  p.add_argument("--block_size", type=int, default=32)
-  p.add_argument("--steps", type=int, default=3, help="timed updates per implementation (median reported)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), help="JAX compute dtype; default: bfloat16 on GPU, "
-                 "else float32 (master weights float32)")
-  p.add_argument("--remat", default="none", choices=("none", "dots", "full"))
-  p.add_argument("--q_chunk", type=int, default=0, help="attention query chunk (0: whole rows)")
-  p.add_argument("--peak_flops", type=float, help="peak FLOP/s for the MFU (default: bf16 dense peak of the GPU)")
-  p.add_argument("--seed", type=int, default=0)
-  torch_flag = p.add_mutually_exclusive_group()
-  torch_flag.add_argument("--torch", action="store_true", help="run the PyTorch reference on a GPU host too")
-  torch_flag.add_argument("--no_torch", action="store_true", help="skip the PyTorch reference")
-  return p.parse_args(argv)
+PROG = "python -m lrl_jax.bench train"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  shapes.define_shape_flags(fv)
+  flags.DEFINE_integer("rows", 4, "micro-batch rows (one micro-batch per update)", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("seq", 256, "row length L; the [noisy | clean] layout processes 2L", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("block_size", 32, "block size", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("steps", 3, "timed updates per implementation (median reported)", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "JAX compute dtype; default: bfloat16 on GPU, else "
+                    "float32 (master weights float32)", flag_values=fv)
+  flags.DEFINE_enum("remat", "none", ["none", "dots", "full"], "rematerialisation policy", flag_values=fv)
+  flags.DEFINE_integer("q_chunk", 0, "attention query chunk (0: whole rows)", lower_bound=0, flag_values=fv)
+  flags.DEFINE_float("peak_flops", None, "peak FLOP/s for the MFU (default: bf16 dense peak of the GPU)",
+                     flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "weights and rows seed", flag_values=fv)
+  flags.DEFINE_bool("torch", False, "run the PyTorch reference on a GPU host too", flag_values=fv)
+  flags.DEFINE_bool("no_torch", False, "skip the PyTorch reference", flag_values=fv)
+
+
+def _args(fv: flags.FlagValues) -> types.SimpleNamespace:
+  """The flags as attributes; --torch with --no_torch is a UserError."""
+  args = cli.namespace(fv)
+  if args.torch and args.no_torch:
+    raise UserError("--torch: cannot be combined with --no_torch")
+  return args
 
 
 def synthetic_rows(cfg: ModelConfig, rows: int, seq: int, seed: int):
@@ -171,7 +185,7 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: types.SimpleNamespace) -> int:
   cfg = shapes.model_config(args)
   on_gpu = jax.default_backend() == "gpu"
   dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
@@ -240,7 +254,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-  os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")  # SDAR-1.7B updates need most of an H100
-  with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")  # CPU cannot donate
-    return run(parse_args(argv))
+  def body(fv):
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")  # SDAR-1.7B updates need most of an H100
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", message="Some donated buffers were not usable")  # CPU cannot donate
+      return run(_args(fv))
+
+  return cli.run(define_flags, body, argv, PROG, __doc__)

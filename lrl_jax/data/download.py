@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lrl_jax import files
 from lrl_jax.data.formats import DATASET_KINDS, load_records
 
 TRAIN_SPLIT = {"GSM8K_train", "MATH_train", "PrimeIntellect"}
@@ -67,13 +68,7 @@ def download(name: str, out_dir: str | Path, fetch: Callable[[str, str], str] | 
       f"https://huggingface.co/datasets/{repo_id}/resolve/main/{filename} and copy it to "
       f"{Path(out_dir) / (name + '.json')}") from e
   load_records(cached)
-  out_dir = Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  target = out_dir / f"{name}.json"
-  tmp = out_dir / f".{name}.json.tmp-{os.getpid()}"
-  try:
-    shutil.copyfile(cached, tmp)
-    os.replace(tmp, target)
-  finally:
-    tmp.unlink(missing_ok=True)
+  target = Path(out_dir) / f"{name}.json"
+  with open(cached, "rb") as src:
+    files.write_with(target, lambda f: shutil.copyfileobj(src, f), "wb")
   return target

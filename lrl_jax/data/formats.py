@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Union
+
+from lrl_jax.data.demo_tasks import make_tasks
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
 
@@ -162,9 +165,30 @@ def load_records(path: str | Path) -> list[Record]:
 
 
 def sample_path(name: str) -> Path:
-  """Path of a shipped sample file by stem (gsm8k, math500, mbpp, humaneval, primeintellect_stdio)."""
-  path = SAMPLES_DIR / f"{name}.json"
-  if not path.exists():
-    known = ", ".join(sorted(p.stem for p in SAMPLES_DIR.glob("*.json")))
-    raise FileNotFoundError(f"no sample named {name!r}; known samples: {known}")
+  """Path of a shipped sample file by stem (gsm8k, math500, mbpp, humaneval, primeintellect_stdio), any spelling."""
+  stems = {p.stem: p for p in SAMPLES_DIR.glob("*.json")}
+  loose = {re.sub(r"[^a-z0-9]", "", stem): path for stem, path in stems.items()}
+  path = stems.get(name) or stems.get(name.lower()) or loose.get(re.sub(r"[^a-z0-9]", "", name.lower()))
+  if path is None:
+    raise FileNotFoundError(f"no sample named {name!r}; known samples: {', '.join(sorted(stems))}")
   return path
+
+
+def demo_records(size: int, difficulty: int, seed: int) -> list[Record]:
+  """`size` procedural demo tasks (lrl_jax/data/demo_tasks.py) as math records."""
+  return [record_from_dict(t.to_dict(), f"demo task {i}") for i, t in enumerate(make_tasks(size, difficulty, seed))]
+
+
+def dataset_path(spec: str) -> Path:
+  """The file a dataset spec names: an existing file, else a shipped sample; DataFormatError says which is missing."""
+  path = Path(spec)
+  if path.is_file():
+    return path
+  if path.exists():
+    raise DataFormatError(f"{spec}: is a directory, not a dataset file")
+  if "/" in spec or spec.endswith((".json", ".jsonl")):
+    raise DataFormatError(f"{spec}: file not found")
+  try:
+    return sample_path(spec)
+  except FileNotFoundError as e:
+    raise DataFormatError(f"{spec}: neither a dataset file nor a shipped sample ({e})") from None

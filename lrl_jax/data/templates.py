@@ -24,3 +24,8 @@ def build_prompt(record: Record) -> str:
       return CODE_FUNCTION_TEMPLATE.format(question=record.question) + record.prefix
     return CODE_STDIO_TEMPLATE.format(question=record.question)
   return MATH_TEMPLATE.format(question=record.question)
+
+
+def prompt_ids(records: list[Record], tokenizer) -> list[list[int]]:
+  """Token ids of each record's prompt (special tokens are in the text; none are added)."""
+  return [tokenizer(build_prompt(r), add_special_tokens=False)["input_ids"] for r in records]

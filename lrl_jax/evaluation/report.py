@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lrl_jax import files
 from lrl_jax.evaluation import paper
 from lrl_jax.evaluation.aup import ALPHA, aup, default_y_max
 
@@ -90,22 +90,9 @@ def build_results(runs: Sequence[dict[str, Any]], config: Mapping[str, Any], dev
   }
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-  """Write through a temp file in the target directory, then rename, so readers never see a partial file."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
-      write(f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def write_json(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
   path = Path(path)
-  _atomic_write(path, lambda f: json.dump(results, f, indent=2, allow_nan=False), "w")
+  files.write_with(path, lambda f: json.dump(results, f, indent=2, allow_nan=False), "w")
   return path
 
 
@@ -141,7 +128,7 @@ def accuracy_tpf_figure(results: Mapping[str, Any]) -> Figure:
 def write_plot(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
   path = Path(path)
   fig = accuracy_tpf_figure(results)
-  _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), "wb")
+  files.write_with(path, lambda f: fig.savefig(f, format="png", dpi=120), "wb")
   return path
 
 
@@ -185,6 +172,6 @@ def write_report(results: Mapping[str, Any], out_dir: str | os.PathLike) -> dict
   out.mkdir(parents=True, exist_ok=True)
   table = markdown_table(results)
   table_path = out / TABLE_NAME
-  _atomic_write(table_path, lambda f: f.write(table), "w")
+  files.write_with(table_path, lambda f: f.write(table), "w")
   return {"json": write_json(results, out / RESULTS_NAME), "plot": write_plot(results, out / PLOT_NAME),
           "table": table_path}

@@ -2,8 +2,8 @@
 
 `make_plan` checks the whole config (checkpoint dirs, tokenizers, dataset files, decode settings) before any
 weights load; `sweep` decodes, judges and turns each (checkpoint, dataset, block size, threshold) into one point of
-`lrl_jax.evaluation` (SPEC §6) plus a line of samples.jsonl per response. It lives outside `lrl_jax.evaluation`
-because it needs JAX, which that package never imports.
+`lrl_jax.evaluation` (SPEC §6) plus a line of samples.jsonl per response. The only module of `lrl_jax.evaluation`
+that imports JAX; the package's `__init__` does not import it.
 """
 
 from __future__ import annotations
@@ -13,26 +13,27 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import IO, Any
 
 import jax
 import jax.numpy as jnp
 from tqdm import tqdm
 
+from lrl_jax.checkpoints import is_run_dir, model_files_dir, model_params, run_config
 from lrl_jax.data import formats, templates
 from lrl_jax.decode import Decoder, DecodeConfig, default_stop_ids
+from lrl_jax.defaults import parse_stop_ids
+from lrl_jax.errors import UserError
 from lrl_jax.evaluation import aggregate, paper
 from lrl_jax.model import ModelConfig, load_config
 from lrl_jax.rewards import Judge, is_truncated
-from lrl_jax.rl.setup import prompt_ids
-from lrl_jax.weights import is_hf_dir, is_orbax_dir, load_params, load_tokenizer
+from lrl_jax.weights import is_hf_dir, is_orbax_dir, load_tokenizer
 
 ATTN_IMPLS = ("xla", "pallas")
 DTYPES = ("float32", "bfloat16")
 
 
-class EvalError(ValueError):
+class EvalError(UserError):
   """An unusable eval config, checkpoint or dataset; the message names the setting or path."""
 
 
@@ -85,38 +86,38 @@ def checkpoint_paths(config) -> list[str]:
   return paths
 
 
-def resolve_dataset(spec: str, limit: int = 0) -> Dataset:
-  """A dataset file (.json list or .jsonl) or a shipped sample by name (gsm8k, MATH500, ...), first `limit` tasks."""
-  if os.path.exists(spec):
-    path = Path(spec)
-  elif os.sep in spec or spec.endswith((".json", ".jsonl")):
-    raise EvalError(f"dataset file not found: {spec}")
-  else:
-    try:
-      path = formats.sample_path(paper.normalize_dataset(spec))
-    except FileNotFoundError as e:
-      raise EvalError(f"dataset {spec!r} is neither an existing file nor a shipped sample ({e})") from None
+def demo_settings(config, paths: list[str]) -> dict:
+  """Data settings that define the demo's held-out problems: those of the first checkpoint that belongs to a
+  training run (a run dir, or its final/ or warmstart/ dir), else `config.demo`."""
+  for path in paths:
+    for run in (path, os.path.dirname(os.path.normpath(path))):
+      saved = run_config(run) if is_run_dir(run) else None
+      if saved and "data" in saved:
+        d = saved["data"]
+        return {"eval_size": d["eval_size"], "difficulty": d["demo_difficulty"], "shuffle_seed": d["shuffle_seed"]}
+  return config.demo.to_dict()
+
+
+def resolve_dataset(spec: str, limit: int = 0, demo: dict | None = None) -> Dataset:
+  """A dataset file (.json list or .jsonl), a shipped sample by name (gsm8k, MATH500, ...) or "demo" (the demo's
+  held-out problems of `demo` settings); its first `limit` tasks."""
+  if spec == "demo":
+    d = demo or {"eval_size": 128, "difficulty": 1, "shuffle_seed": 0}
+    records = formats.demo_records(d["eval_size"], d["difficulty"], d["shuffle_seed"] + 1)
+    return Dataset("demo", f"demo (held-out: {d})", tuple(records[:limit] if limit else records))
+  try:
+    path = formats.dataset_path(spec)
+  except formats.DataFormatError as e:
+    raise EvalError(f"config.datasets: {e}") from None
   records = formats.load_records(path)
   if not records:
     raise EvalError(f"dataset {spec!r} ({path}) holds no records")
   return Dataset(paper.normalize_dataset(path.stem), str(path), tuple(records[:limit] if limit else records))
 
 
-def _stop_ids(text: str, model_dir: str) -> tuple[int, ...]:
-  text = str(text).strip()
-  if not text:
-    return default_stop_ids(model_dir)
-  if text.lower() == "none":
-    return ()
-  try:
-    return tuple(int(t) for t in _split(text))
-  except ValueError:
-    raise EvalError(f"config.stop_ids={text!r} must be comma-separated integers, 'none' or ''") from None
-
-
 def _prompts(data: Dataset, tokenizer, cfg: ModelConfig, max_new_tokens: int) -> list[list[int]]:
   """Tokenized ChatML prompts of a dataset; each must leave room for max_new_tokens in the model's positions."""
-  ids = prompt_ids(list(data.records), tokenizer)
+  ids = templates.prompt_ids(list(data.records), tokenizer)
   for task, prompt in enumerate(ids):
     if len(prompt) + max_new_tokens > cfg.max_position_embeddings:
       raise EvalError(f"{data.path}: task {task} has a {len(prompt)}-token prompt; with max_new_tokens="
@@ -127,11 +128,13 @@ def _prompts(data: Dataset, tokenizer, cfg: ModelConfig, max_new_tokens: int) ->
 def load_checkpoint_plan(path: str, config, datasets: tuple[Dataset, ...] = ()) -> Checkpoint:
   """Config, tokenizer, validated decode settings and prompts of a model dir; weights are not read yet."""
   if not os.path.isdir(path):
-    raise EvalError(f"checkpoint directory not found: {path}")
-  if not (is_orbax_dir(path) or is_hf_dir(path)):
-    raise EvalError(f"{path}: no weights (neither an Orbax 'params/' dir nor HF safetensors)")
-  cfg = load_config(path)
-  tokenizer = load_tokenizer(path)
+    raise EvalError(f"{path}: checkpoint directory not found")
+  if not (is_orbax_dir(path) or is_hf_dir(path) or is_run_dir(path)):
+    raise EvalError(f"{path}: no weights (neither an Orbax 'params/' dir, HF safetensors nor a run dir with "
+                    "checkpoints/)")
+  files = model_files_dir(path)
+  cfg = load_config(files)
+  tokenizer = load_tokenizer(files)
   if tokenizer is None:
     raise EvalError(f"{path}: checkpoint has no tokenizer (tokenizer.json / tokenizer_config.json); eval needs one "
                     "to build prompts and decode responses")
@@ -139,7 +142,8 @@ def load_checkpoint_plan(path: str, config, datasets: tuple[Dataset, ...] = ()) 
   if block_sizes == (None,):
     raise EvalError(f"{path}: config.json has no block_size; set --config.block_sizes=(32,)")
   greedy = config.responses_per_task == 1
-  stops = _stop_ids(config.stop_ids, path)
+  explicit = parse_stop_ids(config.stop_ids, "config.stop_ids")
+  stops = default_stop_ids(files) if explicit is None else explicit
   dcfgs = []
   for block_size in block_sizes:
     for threshold in config.thresholds:
@@ -185,12 +189,14 @@ def make_plan(config) -> Plan:
   specs = _split(config.datasets)
   if not specs:
     raise EvalError("no dataset: set --config.datasets=gsm8k,mbpp (sample names or files)")
-  datasets = [resolve_dataset(spec, config.limit) for spec in specs]
+  paths = checkpoint_paths(config)
+  demo = demo_settings(config, paths) if "demo" in specs else None
+  datasets = [resolve_dataset(spec, config.limit, demo) for spec in specs]
   keys = [d.key for d in datasets]
   if len(set(keys)) != len(keys):
     raise EvalError(f"config.datasets names one dataset twice (keys {keys})")
   y_max = parse_y_max(config.y_max)
-  checkpoints = tuple(load_checkpoint_plan(path, config, tuple(datasets)) for path in checkpoint_paths(config))
+  checkpoints = tuple(load_checkpoint_plan(path, config, tuple(datasets)) for path in paths)
   return Plan(checkpoints, tuple(datasets), config.responses_per_task, config.batch_size, config.seed, y_max)
 
 
@@ -239,7 +245,7 @@ def sweep(plan: Plan, judge: Judge, samples: IO[str], progress: bool = True) -> 
   runs = []
   for ckpt in plan.checkpoints:
     first = ckpt.decode_configs[0]
-    params = load_params(ckpt.path, ckpt.cfg, jnp.dtype(first.dtype))
+    params = model_params(ckpt.path, ckpt.cfg, jnp.dtype(first.dtype))
     datasets = {}
     for data in plan.datasets:
       ids = ckpt.prompts[data.key]

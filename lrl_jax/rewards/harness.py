@@ -3,19 +3,25 @@
 The harness never runs, compiles or parses untrusted code: each test runs in a forked child, which takes the run's
 private uid when the judge gave one (the harness keeps the judge's uid, so user code can neither signal nor inspect
 it) and is killed with its process group at the per-test limit. Children close the report socket before user code
-starts; a function-mode pass needs either the value of the tested expression (compared by the judge) or a
-per-test token that only the harness code path writes.
+starts; a function-mode verdict (a pass, or the value of the tested expression for the judge to compare) carries a
+per-test token that only the harness code path writes. In the child, everything the harness uses after user code
+ran is bound before it runs, so patching `__main__`, `builtins` or the stdlib modules a test uses changes nothing the
+test sees; results of the solution's callables must be plain values, so forged dunders never reach a test.
 """
 
 import builtins
+import cmath
 import io
 import marshal
+import math
+import operator
 import os
 import select
 import signal
 import stat
 import sys
 import time
+import types
 
 _PLAIN = (int, float, complex, bool, str, bytes, type(None))
 _CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -25,6 +31,9 @@ _PROC_EVENTS = {"os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec"
                 "os.killpg", "signal.pthread_kill", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata"}
 _PROC_MODULES = {"_posixsubprocess", "_ctypes", "ctypes", "multiprocessing"}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_TEST_MODULES = (math, cmath, operator)  # restored from a snapshot before each function-mode test runs
+_INTROSPECTION = {"gc.get_objects", "gc.get_referrers", "gc.get_referents"}
+_FROZEN_ATTRS = {"__code__", "__defaults__", "__kwdefaults__"}
 
 
 def _read_fd(fd):
@@ -60,31 +69,84 @@ def _describe(exc):
   return text[:300].encode("utf-8", "replace")
 
 
-def _is_plain(value):
-  """True when value is built only from exact builtin scalar and container types (no custom __eq__/__repr__)."""
-  stack, seen, budget = [value], set(), 1_000_000
+def _is_plain(value, _type=type, _id=id, _set=set, _plain=_PLAIN, _containers=_CONTAINERS):
+  """True when value is built only from exact builtin scalar and container types (no custom __eq__/__repr__).
+
+  Builtins are bound at definition, so user code that replaces `builtins.type` changes nothing here.
+  """
+  stack, seen, budget = [value], _set(), 1_000_000
   while stack:
     item = stack.pop()
     budget -= 1
-    kind = type(item)
-    if budget < 0 or (kind not in _PLAIN and kind not in _CONTAINERS):
+    kind = _type(item)
+    if budget < 0 or (kind not in _plain and kind not in _containers):
       return False
-    if kind in _CONTAINERS and id(item) not in seen:
-      seen.add(id(item))
+    if kind in _containers and _id(item) not in seen:
+      seen.add(_id(item))
       stack.extend(item.keys() if kind is dict else item)
       if kind is dict:
         stack.extend(item.values())
   return True
 
 
-def _strict_eq(left, right):
+def _strict_eq(left, right, _is_plain=_is_plain):
   """`==` for token tests: only plain values compare, so objects with a forged __eq__ cannot pass."""
   return _is_plain(left) and _is_plain(right) and left == right
 
 
-def _strict_truth(value):
+def _strict_truth(value, _is_plain=_is_plain, _bool=bool):
   """Truthiness for token tests: only plain values count, so objects with a forged __bool__ cannot pass."""
-  return _is_plain(value) and bool(value)
+  return _is_plain(value) and _bool(value)
+
+
+def _plain_results(fn, _is_plain=_is_plain, _type=type):
+  """`fn` whose every result must be a plain value: an object with forged arithmetic or comparison dunders
+  (`__sub__`, `__abs__`, `__lt__`, `__float__`...) is refused where the test receives it."""
+
+  def call(*args, **kwargs):
+    value = fn(*args, **kwargs)
+    if not _is_plain(value):
+      raise TypeError(f"the solution returned a {_type(value).__name__}, not a plain builtin value")
+    return value
+
+  return call
+
+
+def _test_namespace(space, pristine, _type=type, _callable=callable, _module=types.ModuleType,
+                    _plain_results=_plain_results, _strict_eq=_strict_eq, _strict_truth=_strict_truth):
+  """The globals a test runs in: the solution's names except those shadowing a builtin (the test's `abs` is the
+  real one), each callable of the solution wrapped by `_plain_results`, the pristine builtins and strict helpers."""
+  out = {}
+  for name, value in space.items():
+    if name in pristine:
+      continue
+    out[name] = _plain_results(value) if _callable(value) and _type(value) is not _module else value
+  out["__builtins__"] = pristine
+  out["__lrl_eq__"] = _strict_eq
+  out["__lrl_truth__"] = _strict_truth
+  return out
+
+
+def _restore_modules(snapshots, modules):
+  """Put back the harness's copies of the modules a test may import (undoing a solution's patches)."""
+  for module, saved in snapshots:
+    module.__dict__.clear()
+    module.__dict__.update(saved)
+    modules[saved["__name__"]] = module
+
+
+def _install_integrity_hook(_frozen=_FROZEN_ATTRS, _introspection=_INTROSPECTION, _function=types.FunctionType,
+                            _type=type):
+  """Refuse heap walks (`gc.get_objects`...) and swapping a function's code or defaults, so user code cannot reach
+  or rewrite the harness functions that run after it (frames stay readable: the stdlib needs `sys._getframe`)."""
+
+  def hook(event, args):
+    if event in _introspection:
+      raise PermissionError(f"sandbox: {event} is not allowed")
+    if event == "object.__setattr__" and _type(args[0]) is _function and args[1] in _frozen:
+      raise PermissionError("sandbox: replacing a function's code or defaults is not allowed")
+
+  sys.addaudithook(hook)
 
 
 def _install_guards(guards, workdir):
@@ -140,31 +202,35 @@ def _enter_child(job, w, report_fd, devnull):
   _install_guards(job["guards"], os.getcwd())
 
 
-def _function_child(job, kind, source, token, w, pristine):
-  """Run the solution and one test; write P+token (passed), V+repr (value to compare) or F+reason, then exit."""
+def _function_child(job, kind, source, token, w, pristine, snapshots, _compile=compile, _exec=exec, _eval=eval,
+                    _repr=repr, _type=type, _is_plain=_is_plain, _describe=_describe, _write_all=_write_all,
+                    _test_namespace=_test_namespace, _restore_modules=_restore_modules, _modules=sys.modules,
+                    _digits=getattr(sys, "set_int_max_str_digits", None), _builtins=builtins):
+  """Run the solution and one test; write P+token (passed), V+token+repr (value to compare) or F+reason, then exit.
+
+  Every name used after the solution runs is a local bound before it (the defaults above), not a global.
+  """
   write, leave = os.write, os._exit
   message = b"F" + b"no verdict"
   try:
     try:
-      code = compile(job["code"], "<solution>", "exec", dont_inherit=True, optimize=0)
+      code = _compile(job["code"], "<solution>", "exec", dont_inherit=True, optimize=0)
     except BaseException as exc:
       raise SyntaxError(f"does not compile: {_describe(exc).decode()}") from None
-    space = {"__name__": "__solution__", "__builtins__": builtins}
-    exec(code, space)
-    test_space = dict(space)
-    test_space["__builtins__"] = pristine
-    test_space["__lrl_eq__"] = _strict_eq
-    test_space["__lrl_truth__"] = _strict_truth
+    space = {"__name__": "__solution__", "__builtins__": _builtins}
+    _exec(code, space)
+    test_space = _test_namespace(space, pristine)
+    _restore_modules(snapshots, _modules)
     if kind == "value":
-      value = eval(compile(source, "<test>", "eval", dont_inherit=True, optimize=0), test_space)
+      value = _eval(_compile(source, "<test>", "eval", dont_inherit=True, optimize=0), test_space)
       if _is_plain(value):
-        if hasattr(sys, "set_int_max_str_digits"):
-          sys.set_int_max_str_digits(0)
-        message = b"V" + repr(value).encode("utf-8", "surrogatepass")
+        if _digits is not None:
+          _digits(0)
+        message = b"V" + token + _repr(value).encode("utf-8", "surrogatepass")
       else:
-        message = b"F" + f"result ({type(value).__name__}) is not a plain value or is too large".encode()
+        message = b"F" + f"result ({_type(value).__name__}) is not a plain value or is too large".encode()
     else:
-      exec(compile(source, "<test>", "exec", dont_inherit=True, optimize=0), test_space)
+      _exec(_compile(source, "<test>", "exec", dont_inherit=True, optimize=0), test_space)
       message = b"P" + token
   except BaseException as exc:
     message = b"F" + _describe(exc)
@@ -256,20 +322,25 @@ def _ended(status):
   return f"exited with code {os.WEXITSTATUS(status)} before the test finished"
 
 
-def _judge_function_test(job, index, test, enter, pristine):
+def _judge_function_test(job, index, test, enter, pristine, snapshots):
   """Fork one function-mode test; (status, payload) for the report."""
   kind, source = test
-  token = os.urandom(16).hex().encode() if kind == "token" else None
+  token = os.urandom(16).hex().encode()
 
   def child(w):
     enter(w)
-    _function_child(job, kind, source, token, w, pristine)
+    _install_integrity_hook()
+    _function_child(job, kind, source, token, w, pristine, snapshots)
 
-  data, timed_out, status = _fork_test(child, job["limit"], job["value_cap"] + 64)
-  if token is not None and data == b"P" + token:
+  data, timed_out, status = _fork_test(child, job["limit"], job["value_cap"] + 96)
+  if kind == "token" and data == b"P" + token:
     return b"pass", b""
-  if data[:1] in (b"V", b"F"):
-    return (b"value" if data[:1] == b"V" else b"fail"), data[1:]
+  if kind == "value" and data.startswith(b"V" + token):
+    return b"value", data[1 + len(token):]
+  if data[:1] == b"F":
+    return b"fail", data[1:]
+  if data:
+    return b"fail", b"no verdict from the harness (the program wrote to its verdict channel)"
   return (b"timeout", b"time limit") if timed_out else (b"crash", _ended(status).encode())
 
 
@@ -325,6 +396,7 @@ def main():
   nonce = _read_fd(nonce_fd)
   builtins.exit = builtins.quit = _exit_builtin
   pristine = dict(builtins.__dict__)
+  snapshots = [(module, dict(module.__dict__)) for module in _TEST_MODULES]
   devnull = os.open(os.devnull, os.O_RDWR)
 
   def enter(w):
@@ -334,7 +406,7 @@ def main():
     _write_inputs(job["tests"])
   for index, test in enumerate(job["tests"]):
     if job["mode"] == "function":
-      status, payload = _judge_function_test(job, index, test, enter, pristine)
+      status, payload = _judge_function_test(job, index, test, enter, pristine, snapshots)
     else:
       status, payload = _judge_stdio_test(job, index, enter)
     _write_all(report_fd, b"%s %d %s %d\n" % (nonce, index, status, len(payload)) + payload)

@@ -272,8 +272,10 @@ def _pythons(private_uid: bool, forced: str | None) -> list[str]:
 
 
 def _probe(layers: Layers, config: SandboxConfig) -> str | None:
-  """None when a trivial job passes under `layers`, else why not."""
-  result = run_tests("function", "import math\nx = math.floor(41.5)", [("value", "x + 1")], 2.0, config, layers)
+  """None when a trivial job passes under `layers`, else why not. It imports a pure-Python stdlib module the harness
+  never loads, so the interpreter's library must be readable by the test children (e.g. under a private uid)."""
+  result = run_tests("function", "import heapq\nx = heapq.nsmallest(1, [41, 43])[0]", [("value", "x + 1")], 2.0,
+                     config, layers)
   if result.tests[0] == TestRun("value", b"42"):
     return None
   return result.error or f"unexpected probe result {result.tests[0]}"

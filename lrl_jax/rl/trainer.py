@@ -1,7 +1,9 @@
 """The RL loop (SPEC §7): rollouts → rewards → shaping/filtering → advantages → logp_old/ref → one pass of updates.
 
 State that makes a run resumable — params, optimizer state, step, data cursor — is checkpointed after each
-step; every random draw derives from (seed, step), so a resumed run repeats an uninterrupted one exactly.
+step; every random draw derives from (seed, step), so a resumed run repeats an uninterrupted one exactly. A damaged
+newest checkpoint is skipped for the one before it; a non-finite loss or gradient norm stops the run before the
+update is applied, and non-finite weights are never saved.
 """
 
 from __future__ import annotations
@@ -16,40 +18,48 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrl_jax import sft
-from lrl_jax.checkpoints import Checkpoints
+from lrl_jax import wiring
+from lrl_jax.checkpoints import FINAL_DIR, MODEL_FILES_DIR, Checkpoints
+from lrl_jax.data import templates
 from lrl_jax.data.sampler import PromptSampler
 from lrl_jax.decode import Decoder
+from lrl_jax.defaults import ConfigValueError
+from lrl_jax.evaluation import aggregate
 from lrl_jax.evaluation import aup as aup_lib
 from lrl_jax.parallel import mesh as mesh_lib
 from lrl_jax.rewards import Judge, JudgeConfig, is_truncated
 from lrl_jax.rl import batch as batch_lib
-from lrl_jax.rl import layout, losses, optim, refill, setup, shaping, step as step_lib
-from lrl_jax.weights import load_checkpoint, write_hf_dir
+from lrl_jax.rl import guards, layout, losses, optim, refill, shaping, step as step_lib
+from lrl_jax.rl.warm_start import warm_start
+from lrl_jax.weights import load_checkpoint, write_hf_dir, write_orbax_dir
 
 
 class Trainer:
   """Owns the model state, data cursor, decoders and judge of one run in `workdir`."""
 
   def __init__(self, config, workdir: str):
+    """`config` must have passed `defaults.validate`; data and prompts are checked before the warm start."""
     self.config, self.workdir = config, workdir
     os.makedirs(workdir, exist_ok=True)
     self.mesh = mesh_lib.make_mesh(**config.mesh)
-    cfg, params, tok, stops = setup.model_from_config(config)
+    self.train_records, self.eval_records = wiring.train_records(config), wiring.eval_records(config)
+    cfg, params, tok, stops = wiring.model_from_config(config)
+    self.train_prompts = templates.prompt_ids(self.train_records, tok)
+    self.eval_prompts = templates.prompt_ids(self.eval_records, tok)
+    for key, prompts in (("data.train", self.train_prompts), ("data.eval", self.eval_prompts)):
+      wiring.check_prompt_lengths(key, prompts, config.rollout.max_new_tokens, cfg)
     self.model_dir = config.model.checkpoint or None
     if config.warm_start.steps:
-      self.model_dir = sft.warm_start(config, workdir, cfg, params, tok, stops, config.train.progress)
+      self.model_dir = warm_start(config, workdir, cfg, params, tok, stops, *wiring.warm_start_data(config, tok),
+                                  progress=config.train.progress)
       cfg, params, tok = load_checkpoint(self.model_dir, dtype=jnp.float32)
     self.cfg, self.tokenizer, self.stops = cfg, tok, stops
-    self.shaping_cfg, self.loss_cfg = setup.algorithm_configs(config)
-    d = config.data
-    self.train_records = setup.load_dataset(d.train, d.demo_size, d.demo_difficulty, d.shuffle_seed)
-    self.train_prompts = setup.prompt_ids(self.train_records, tok)
-    self.eval_records = []
-    if d.eval:
-      self.eval_records = setup.load_dataset(d.eval, d.eval_size, d.demo_difficulty, d.shuffle_seed + 1)[:d.eval_size]
-    self.eval_prompts = setup.prompt_ids(self.eval_records, tok)
-    self.sampler = PromptSampler(len(self.train_records), d.shuffle_seed)
+    self.model_files = os.path.join(workdir, MODEL_FILES_DIR)
+    if not os.path.isdir(self.model_files):
+      src = wiring.model_files_dir(self.model_dir) if self.model_dir else None
+      wiring.write_model_files(self.model_files, cfg, tok, stops, src)
+    self.shaping_cfg, self.loss_cfg = wiring.algorithm_configs(config)
+    self.sampler = PromptSampler(len(self.train_records), config.data.shuffle_seed)
     self.judge = Judge(JudgeConfig(workers=config.reward.workers or None, math_timeout_s=config.reward.math_timeout))
 
     self.optimizer = optim.make_optimizer(**config.optim)
@@ -63,39 +73,75 @@ class Trainer:
     r = config.rollout
     self.sc = step_lib.StepConfig(cfg, self.loss_cfg, config.rl.train_block_size or r.block_size, config.model.dtype,
                                   config.model.remat, config.model.q_chunk)
-    self.decoder = Decoder(cfg, setup.rollout_decode_config(config, stops), r.batch_size, tok)
+    self.decoder = Decoder(cfg, wiring.rollout_decode_config(config, stops), r.batch_size, tok)
     self.step, self.start_eval, self.wall = 0, None, 0.0
     self.checkpoints = Checkpoints(workdir, config.train.keep_last, config.train.keep_every)
-    self._restore()
+    try:
+      self._restore()
+    except BaseException:
+      self.close()
+      raise
 
   # ---- checkpoints -------------------------------------------------------------------------------------------
   def _state(self) -> dict:
     return {"params": self.params, "opt_state": self.opt_state}
 
   def _restore(self) -> None:
-    latest = self.checkpoints.latest_step()
-    if latest is None:
-      return
+    """Resume from the newest checkpoint that restores (a damaged newer one is named and set aside)."""
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self._state(),
                           {"params": self.p_shard, "opt_state": self.o_shard})
-    state, meta = self.checkpoints.restore(latest, target)
+    found = self.checkpoints.restore_newest(target, check=self._check_meta)
+    if found is None:
+      return
+    _, state, meta = found
     self.params, self.opt_state = state["params"], state["opt_state"]
     self.step, self.start_eval, self.wall = meta["step"], meta["start_eval"], meta["wall_seconds"]
-    self.sampler.restore(meta["data_cursor"])
+    try:
+      self.sampler.restore(meta["data_cursor"])
+    except ValueError as e:
+      raise ConfigValueError(f"config.data: {e}; this run directory belongs to another dataset") from None
+
+  @staticmethod
+  def _check_meta(meta: dict) -> None:
+    missing = [k for k in ("step", "start_eval", "wall_seconds", "data_cursor") if k not in meta]
+    if missing or not isinstance(meta["step"], int):
+      raise KeyError(f"meta lacks {missing or ['an integer step']}")
+
+  def last_good(self) -> str:
+    """The newest saved checkpoint (for messages), or a note that there is none."""
+    latest = self.checkpoints.latest_step()
+    return self.checkpoints.step_dir(latest) if latest is not None else "none (no step was saved)"
 
   def save(self) -> None:
+    """Checkpoint the state after `self.step`; non-finite weights stop the run instead (NonFiniteError)."""
+    if not bool(guards.all_finite(self._state())):
+      raise guards.NonFiniteError(f"step {self.step}: non-finite weights or optimizer state; not saved; last good "
+                                  f"checkpoint: {self.last_good()}")
     meta = {"step": self.step, "data_cursor": self.sampler.state(), "start_eval": self.start_eval,
             "wall_seconds": self.wall, "seed": self.config.seed, "config": self.config.to_dict()}
-    self.checkpoints.save(self.step, self._state(), meta)
+    self.checkpoints.save(self.step, self._state(), meta, during=lambda: self.maybe_kill("save"))
+    self.maybe_kill("saved")
+
+  def write_final(self) -> str:
+    """The current policy as an Orbax model dir W/final (config and tokenizer from W/model_files)."""
+    out = os.path.join(self.workdir, FINAL_DIR)
+    write_orbax_dir(jax.device_get(self.params), out, src_dir=self.model_files, overwrite=True)
+    return out
 
   def export_hf(self, out_dir: str) -> None:
-    """The current policy as an HF model dir (config/tokenizer files from the starting model dir)."""
-    write_hf_dir(jax.device_get(self.params), self.cfg, out_dir, src_dir=self.model_dir, overwrite=True)
+    """The current policy as an HF model dir (config and tokenizer from W/model_files)."""
+    write_hf_dir(jax.device_get(self.params), self.cfg, out_dir, src_dir=self.model_files, overwrite=True)
 
-  def _maybe_kill(self, phase: str) -> None:
-    """Fault injection for resume tests: config.debug.kill_at = "PHASE@STEP" SIGKILLs this process there."""
+  def maybe_kill(self, phase: str) -> None:
+    """Fault injection for resume tests: config.debug.kill_at = "PHASE@STEP" SIGKILLs this process there
+    (defaults.KILL_PHASES: rollout, update, metrics, save = while the checkpoint is written, saved = after it)."""
     if self.config.debug.kill_at == f"{phase}@{self.step}":
       os.kill(os.getpid(), signal.SIGKILL)
+
+  def close(self) -> None:
+    """Finish pending checkpoint writes and stop the judge's workers."""
+    self.checkpoints.close()
+    self.judge.close()
 
   # ---- rollouts and rewards ------------------------------------------------------------------------------------
   def compute_params(self, params=None):
@@ -110,16 +156,18 @@ class Trainer:
     return np.asarray([s["pass_rate"] for s in results], np.float64)
 
   def evaluate(self, params, thresholds) -> dict[str, Any]:
-    """Greedy decoding of the eval set at each threshold: accuracy (%), TPF and the AUP of the sweep."""
+    """Greedy decoding of the eval set at each threshold: one `evaluation.aggregate` summary per threshold
+    (accuracy %, TPF as a ratio of sums, ...); the first threshold's accuracy and TPF are the headline."""
     points = []
     for th in thresholds:
-      dcfg = setup.rollout_decode_config(self.config, self.stops, greedy=True, threshold=th)
+      dcfg = wiring.rollout_decode_config(self.config, self.stops, greedy=True, threshold=th)
       dec = Decoder(self.cfg, dcfg, self.config.eval.batch_size, self.tokenizer)
       records = dec.generate(self.compute_params(params), self.eval_prompts)
       correct = self.score(records, self.eval_records) >= 1.0
-      length = sum(len(r["response_ids"]) for r in records)
-      forwards = sum(r["num_forwards"] for r in records)
-      points.append({"threshold": th, "accuracy": 100.0 * float(np.mean(correct)), "tpf": length / max(forwards, 1)})
+      summary = aggregate.summarize([
+          {"correct": bool(ok), "response_length": len(r["response_ids"]), "num_forwards": r["num_forwards"],
+           "forwards_total": r["forwards_total"], "truncated": r["truncated"]} for r, ok in zip(records, correct)])
+      points.append({"threshold": th, **summary})
     return {"points": points, "accuracy": points[0]["accuracy"], "tpf": points[0]["tpf"]}
 
   # ---- one RL step ---------------------------------------------------------------------------------------------
@@ -133,7 +181,7 @@ class Trainer:
     group = np.repeat(np.arange(n), g)
     records = self.decoder.generate(self.compute_params(), prompts, seed=c.seed * 1_000_003 + self.step,
                                     with_logprobs=True)
-    self._maybe_kill("rollout")
+    self.maybe_kill("rollout")
     timings["time_rollout"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -198,10 +246,12 @@ class Trainer:
             grads, aux = step_lib.micro_grads(self.params, mb, sc=sc)
           else:
             grads, aux = step_lib.accumulate(self.params, grads, aux, mb, sc=sc)
-        self._maybe_kill("update")
+        self.maybe_kill("update")
+      update_metrics = losses.finalize_metrics(jax.device_get(aux))
+      guards.check_update(self.step + 1, update_metrics["loss"], float(guards.global_norm(grads)), self.last_good())
       self.params, self.opt_state, norm = self.apply(self.params, self.opt_state, grads)
       norms.append(norm)
-      per_update.append(losses.finalize_metrics(jax.device_get(aux)))
+      per_update.append(update_metrics)
     metrics = {k: float(np.mean([m[k] for m in per_update])) for k in per_update[0]}  # mean over updates
     metrics.update(grad_norm=float(np.mean(jax.device_get(norms))), lr=float(optim.current_lr(self.opt_state)),
                    sampler_logp_gap_max=float(gap.max()), updates=float(len(norms)))

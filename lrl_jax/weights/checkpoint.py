@@ -6,17 +6,16 @@ leaves a complete-looking output.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from lrl_jax.files import atomic_dir
 from lrl_jax.model.config import ModelConfig, load_config
 from lrl_jax.weights import hf, stream
 
@@ -36,25 +35,6 @@ def side_files(src_dir: str) -> list[str]:
   """Config, generation config, tokenizer and remote-code files: everything but weights and the params dir."""
   return sorted(f for f in os.listdir(src_dir)
                 if os.path.isfile(os.path.join(src_dir, f)) and not f.endswith(_WEIGHT_SUFFIXES))
-
-
-@contextlib.contextmanager
-def atomic_dir(out_dir: str, overwrite: bool = False) -> Iterator[str]:
-  """Yield a temporary sibling directory that becomes out_dir only if the block completes."""
-  out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
-    raise FileExistsError(f"{out_dir}: output directory exists and is not empty (pass --overwrite to replace it)")
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
-  try:
-    yield tmp
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp)
 
 
 def save_orbax_params(params: Any, path: str) -> None:

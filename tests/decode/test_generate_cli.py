@@ -117,7 +117,13 @@ def test_bad_input(tiny_hf_dir, tmp_path, capsys, case):
   assert os.listdir(out.parent) == []
 
 
-def test_bad_flag_value_exits_2(tiny_hf_dir, tmp_path):
-  with pytest.raises(SystemExit) as e:
-    generate.main([f"--checkpoint={tiny_hf_dir}", "--input=x", "--output=y", "--stop_ids=1,x"])
-  assert e.value.code == 2
+@pytest.mark.parametrize("flag, message", [
+  ("--stop_ids=1,x", "error: --stop_ids: '1,x' must be comma-separated integers"),
+  ("--top_k=many", "error: --top_k: 'many' is not an integer"),
+  ("--dtype=float8", "error: --dtype: 'float8' is not valid"),
+  ("--bogus=1", "error: --bogus: unknown flag"),
+])
+def test_bad_flag_value_exits_2(tiny_hf_dir, tmp_path, capsys, flag, message):
+  assert generate.main([f"--checkpoint={tiny_hf_dir}", "--input=x", "--output=y", flag]) == 2
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 1 and err[0].startswith(message), err

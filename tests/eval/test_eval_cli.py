@@ -12,9 +12,10 @@ import pytest
 
 from lrl_jax import eval as eval_cli
 from lrl_jax.decode import Decoder, engine
-from lrl_jax.eval_sweep import EvalError, load_checkpoint_plan, parse_y_max, resolve_dataset
+from lrl_jax.evaluation.sweep import EvalError, load_checkpoint_plan, parse_y_max, resolve_dataset
 from lrl_jax.evaluation import report
 from lrl_jax.weights import tiny
+from tests.cli_util import our_lines
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -50,7 +51,7 @@ def test_writes_every_output(evaluated):
   _, workdir = evaluated
   names = {"eval_results.json", "samples.jsonl", "eval_curves.png", "eval_table.md"}
   assert names <= set(os.listdir(workdir))
-  assert not [n for n in os.listdir(workdir) if n.endswith(".tmp")]
+  assert not [n for n in os.listdir(workdir) if n.startswith(".")]  # no temporary file left
 
 
 def test_results_shape(evaluated, checkpoints):
@@ -125,7 +126,7 @@ def test_timed_decode_compiles_nothing(evaluated, checkpoints):
 
 def _fails(config, tmp_path, capsys, *fragments):
   workdir = tmp_path / "out"
-  assert eval_cli.cli(config, str(workdir)) == 2
+  assert eval_cli.execute(config, str(workdir)) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: ") and err.count("\n") == 1
   for fragment in fragments:
@@ -189,4 +190,4 @@ def test_cli_missing_checkpoint(tmp_path):
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 2
-  assert "error: checkpoint directory not found: /nonexistent" in proc.stderr
+  assert our_lines(proc.stderr) == ["error: /nonexistent: checkpoint directory not found"]

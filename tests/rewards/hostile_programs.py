@@ -112,6 +112,37 @@ FUNCTION = {
     "        if isinstance(token, bytes) and isinstance(w, int):\n            os.write(w, b'P' + token)\n"
     "            os._exit(0)\n        frame = frame.f_back\n    return 0\n", T),
   "huge_result": ("def f(x):\n    return list(range(10**7))\n", ("assert f(1) == [0]",)),
+  "forged_arithmetic_dunders": (  # HumanEval/4's check: abs(candidate(x) - y) < 1e-6
+    "class F:\n    def __sub__(self, other):\n        return self\n    def __abs__(self):\n        return 0.0\n"
+    "    def __lt__(self, other):\n        return True\n    def __float__(self):\n        return 0.5\n"
+    "def f(x):\n    return F()\n",
+    ("assert abs(f([1.0, 2.0, 3.0]) - 2.0/3.0) < 1e-6", "assert f(1) < 1e-6", "assert float(f(1)) == 0.5")),
+  "patch_harness_globals": (
+    "import __main__\nfor name in dir(__main__):\n    if callable(getattr(__main__, name)):\n"
+    "        setattr(__main__, name, lambda *a, **k: True)\nclass R:\n    def __repr__(self):\n        return '4'\n"
+    "def f(x):\n    return R()\n", T + ("assert f(2) == f(3) + 1",)),
+  "swap_harness_code": (
+    "import __main__\nfor name in dir(__main__):\n    fn = getattr(__main__, name)\n    try:\n"
+    "        fn.__code__ = (lambda *a, **k: True).__code__\n    except Exception:\n        pass\n"
+    "def f(x):\n    return 5\n", T + ("assert f(2) == f(3) + 1",)),
+  "patch_builtins": (
+    "import builtins\nbuiltins.repr = lambda v: '4'\nbuiltins.eval = lambda *a, **k: 4\n"
+    "builtins.abs = lambda v: 0\nbuiltins.type = lambda v: int\ndef f(x):\n    return 5\n",
+    T + ("assert abs(f(1) - 9) < 1",)),
+  "shadow_builtin_names": (
+    "abs = lambda v: 0.0\nsorted = lambda v: [1, 2]\ndef f(x):\n    return 7.0\n",
+    ("assert abs(f([1.0]) - 0.5) < 1e-6", "assert sorted(f(1)) == [1, 2]")),
+  "patch_stdlib_modules": (
+    "import math, operator, sys\nmath.isclose = lambda *a, **k: True\nmath.fabs = lambda v: 0.0\n"
+    "operator.eq = lambda a, b: True\nsys.modules['cmath'] = math\ndef f(x):\n    return 7.0\n",
+    ("import math\nassert math.isclose(f(1), 0.5)", "import math\nassert math.fabs(f(1) - 0.5) < 1e-4",
+     "import operator\nassert operator.eq(f(1), 0.5)")),
+  "forge_value_verdict": (
+    "import os\ndef f(x):\n    for fd in range(3, 256):\n        try:\n            os.write(fd, b'V4')\n"
+    "        except OSError:\n            pass\n    os._exit(0)\n", T),
+  "heap_walk_for_a_token": (
+    "import gc, os\ndef f(x):\n    for obj in gc.get_objects():\n        if isinstance(obj, dict) and 'token' in obj:\n"
+    "            os.write(obj.get('w', 1), b'V' + obj['token'] + b'4')\n    return 0\n", T),
 }
 
 STDIO = {

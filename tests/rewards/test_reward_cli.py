@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "lrl_jax.reward", *args, "--no-progress", "--workers", "2"],
+  return subprocess.run([sys.executable, "-m", "lrl_jax.reward", *args, "--noprogress", "--workers=2"],
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -64,3 +64,21 @@ def test_bad_input_names_file_line_and_field(tmp_path):
                              "max_new_tokens": "many"}) + "\n")
   assert "field 'max_new_tokens' must be an integer" in _cli(f"--input={src}", f"--output={out}").stderr
   assert not out.exists()
+
+
+def test_output_that_is_a_directory_fails_before_judging(tmp_path):
+  """Issue table row: `--output=` an existing directory used to fail with IsADirectoryError after all the judging."""
+  src, out = tmp_path / "in.jsonl", tmp_path / "out_dir"
+  out.mkdir()
+  src.write_text(json.dumps({"question": "q", "ground_truth_answer": "1", "response": "\\boxed{1}"}) + "\n")
+  done = _cli(f"--input={src}", f"--output={out}")
+  assert done.returncode == 2
+  assert done.stderr.strip() == f"error: {out}: is a directory, not a file"
+  assert "judging" not in done.stderr and os.listdir(out) == []
+
+
+def test_bad_flag_is_one_line(tmp_path):
+  done = _cli("--input=x.jsonl", "--output=y.jsonl", "--math_timeout=soon")
+  assert done.returncode == 2 and done.stderr.strip() == "error: --math_timeout: 'soon' is not a number"
+  done = _cli("--input=x.jsonl")
+  assert done.returncode == 2 and done.stderr.strip() == "error: --output: required"

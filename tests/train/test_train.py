@@ -51,28 +51,30 @@ def test_two_step_run_of_each_config_family(tmp_path, warm, family):
 def test_mistyped_override_suggests_the_key(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "lrl_jax.train", "--config", os.path.join(ROOT, "configs/test.py"),
                          "--workdir", str(tmp_path), "--config.rl.kl_bta=0.1"], capture_output=True, text=True)
-  assert proc.returncode != 0 and "unknown config key 'rl.kl_bta'" in proc.stderr and "loss.kl_beta" in proc.stderr
+  assert proc.returncode == 2 and proc.stderr.startswith("error: config.rl.kl_bta: unknown config key")
+  assert "loss.kl_beta" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_algorithm_switch_changes_shaping_and_loss():
-  from lrl_jax.rl import setup
+  from lrl_jax import wiring
   for name, tpf_coef, nll, mode in (("lightningrl", 1.0, 0.1, "block_masked"), ("grpo", 0.0, 0.0, "block_masked"),
                                     ("grpo_traj", 0.0, 0.0, "trajectory")):
     config = load("lightningrl")
     config.algorithm = name
-    shaping_cfg, loss_cfg = setup.algorithm_configs(config)
+    shaping_cfg, loss_cfg = wiring.algorithm_configs(config)
     assert (shaping_cfg.tpf_coefficient, loss_cfg.nll_loss_weight, shaping_cfg.logp_mode) == (tpf_coef, nll, mode)
   config = load("grpo")
   config.loss.nll_loss_weight = 0.3  # an explicit value beats the algorithm's
-  assert setup.algorithm_configs(config)[1].nll_loss_weight == 0.3
+  assert wiring.algorithm_configs(config)[1].nll_loss_weight == 0.3
 
 
 def test_demo_responses_start_on_the_block_grid():
   """The demo's questions all tokenize to whole blocks, so a short response is not split across two blocks."""
-  from lrl_jax.rl import setup
+  from lrl_jax import wiring
+  from lrl_jax.data.templates import prompt_ids
   config = load("demo")
-  _, _, tok, _ = setup.model_from_config(config)
+  _, _, tok, _ = wiring.model_from_config(config)
   d = config.data
   for name, size, seed in (("train", d.demo_size, d.shuffle_seed), ("eval", d.eval_size, d.shuffle_seed + 1)):
-    lengths = {len(p) for p in setup.prompt_ids(setup.load_dataset("demo", size, d.demo_difficulty, seed), tok)}
+    lengths = {len(p) for p in prompt_ids(wiring.load_dataset("demo", size, d.demo_difficulty, seed), tok)}
     assert lengths == {3 * config.rollout.block_size}, name
