@@ -11,10 +11,12 @@ Registered as the "pallas_flash" backend (compiled; tests call `pallas_flash_att
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 from jax.sharding import PartitionSpec as P
@@ -117,9 +119,8 @@ def _dq_kernel(q_pos, q_flag, k_pos, k_flag, q_ref, k_ref, v_ref, do_ref, lse_re
   dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
-def _specs(b_idx, s_pad, t_pad, d, g, tq, tk):
+def _specs(s_pad, t_pad, d, g, tq, tk):
   """BlockSpecs by role for grids whose first two indices are (row, head or kv head)."""
-  del b_idx
   return {
       "q_meta": pl.BlockSpec((None, tq), lambda i, j, r: (i, r)),
       "k_meta_all": pl.BlockSpec((None, s_pad), lambda i, j, r: (i, 0)),
@@ -138,7 +139,7 @@ def _forward(q, k, v, meta, mode, block_size, tq, tk, interpret):
   """q [b, h, t, d], k/v [b, kh, s, d], meta (q_pos, q_flag, k_pos, k_flag) -> (o [b, h, t, d], lse [b, h, t])."""
   b, h, t, d = q.shape
   s, g = k.shape[2], h // k.shape[1]
-  sp = _specs(0, s, t, d, g, tq, tk)
+  sp = _specs(s, t, d, g, tq, tk)
   kernel = functools.partial(_fwd_kernel, mode=mode, block_size=block_size, tk=tk, scale=d ** -0.5)
   return pl.pallas_call(
       kernel, grid=(b, h, t // tq),
@@ -154,7 +155,7 @@ def _backward(q, k, v, meta, o, lse, do, mode, block_size, tq, tk, interpret):
   b, h, t, d = q.shape
   kh, s = k.shape[1], k.shape[2]
   g = h // kh
-  sp = _specs(0, s, t, d, g, tq, tk)
+  sp = _specs(s, t, d, g, tq, tk)
   delta = jnp.einsum("bhtd,bhtd->bht", do.astype(jnp.float32), o.astype(jnp.float32))
   scale = d ** -0.5
   dkdv = functools.partial(_dkdv_kernel, mode=mode, block_size=block_size, tq=tq, scale=scale)
@@ -178,39 +179,55 @@ def _backward(q, k, v, meta, o, lse, do, mode, block_size, tq, tk, interpret):
   return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
-def _flash(q, k, v, meta, mode, block_size, tq, tk, interpret):
-  return _forward(q, k, v, meta, mode, block_size, tq, tk, interpret)[0]
+class _Static(NamedTuple):
+  """Static settings of one attention call: mask rule, tiles, interpreter, and the shard_map specs (None: no mesh)."""
+  mode: str
+  block_size: int | None
+  tq: int
+  tk: int
+  interpret: bool
+  act: P | None  # [b, heads, len, d] arrays and, without the last entry, [b, heads, len] vectors
+  tok: P | None  # [b, len] metadata
 
 
-def _flash_fwd(q, k, v, meta, mode, block_size, tq, tk, interpret):
-  o, lse = _forward(q, k, v, meta, mode, block_size, tq, tk, interpret)
+def _sharded(fn, st: _Static, in_specs, out_specs):
+  """fn per shard of the active mesh (shard_map over batch and heads), or fn itself without one."""
+  if st.act is None:
+    return fn
+  return jax.shard_map(fn, mesh=jax.sharding.get_abstract_mesh(), in_specs=in_specs, out_specs=out_specs,
+                       check_vma=False)
+
+
+def _fwd_sharded(q, k, v, meta, st: _Static):
+  vec = None if st.act is None else P(*st.act[:3])
+  fn = lambda q, k, v, meta: _forward(q, k, v, meta, st.mode, st.block_size, st.tq, st.tk, st.interpret)
+  o, lse = _sharded(fn, st, (st.act, st.act, st.act, (st.tok,) * 4), (st.act, vec))(q, k, v, meta)
+  return checkpoint_name(o, "attn_out"), checkpoint_name(lse, "attn_lse")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _flash(q, k, v, meta, st: _Static):
+  return _fwd_sharded(q, k, v, meta, st)[0]
+
+
+def _flash_fwd(q, k, v, meta, st: _Static):
+  o, lse = _fwd_sharded(q, k, v, meta, st)
   return o, (q, k, v, meta, o, lse)
 
 
-def _flash_bwd(mode, block_size, tq, tk, interpret, res, do):
-  q, k, v, meta, o, lse = res
-  return (*_backward(q, k, v, meta, o, lse, do, mode, block_size, tq, tk, interpret), None)
+def _flash_bwd(st: _Static, res, do):
+  vec = None if st.act is None else P(*st.act[:3])
+  fn = lambda q, k, v, meta, o, lse, do: _backward(q, k, v, meta, o, lse, do, st.mode, st.block_size, st.tq, st.tk,
+                                                   st.interpret)
+  specs = (st.act, st.act, st.act, (st.tok,) * 4, st.act, vec, st.act)
+  return (*_sharded(fn, st, specs, (st.act,) * 3)(*res, do), None)
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
-def _local(q, k, v, q_tok, k_tok, mode, block_size, tq, tk, interpret):
-  """The kernels on one shard: [b, t, h, d] in and out, lengths padded to the tiles."""
-  t, s = q.shape[1], k.shape[1]
-  t_pad, s_pad = -(-t // tq) * tq, -(-s // tk) * tk
-  q_tok, k_tok = pad_tokens(q_tok, t_pad), pad_tokens(k_tok, s_pad)
-  heads_first = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-  flags = lambda tok: tok.valid.astype(jnp.int32) + 2 * tok.noisy.astype(jnp.int32)
-  meta = (q_tok.positions, flags(q_tok), k_tok.positions, flags(k_tok))
-  out = _flash(heads_first(q, t_pad), heads_first(k, s_pad), heads_first(v, s_pad), meta, mode, block_size, tq, tk,
-               interpret)
-  return out.transpose(0, 2, 1, 3)[:, :t]
-
-
-def _mesh_axes(names, size: int, mesh) -> tuple[str, ...]:
-  """Mesh axes the active logical rules map `names` to, kept while they divide `size`."""
+def _mesh_axes(names, size: int, mesh) -> tuple[str, ...] | None:
+  """Mesh axes the active logical rules map `names` to, kept while they divide `size` (None: none)."""
   spec = nn.logical_to_mesh_axes(names)
   axes = spec[0] if spec else None
   axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
@@ -219,7 +236,7 @@ def _mesh_axes(names, size: int, mesh) -> tuple[str, ...]:
     if size % (n * mesh.shape[a]) == 0:
       kept.append(a)
       n *= mesh.shape[a]
-  return tuple(kept)
+  return tuple(kept) or None
 
 
 def pallas_flash_attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
@@ -228,18 +245,26 @@ def pallas_flash_attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode:
   """`attention.attend` through the Triton kernels: q [b, t, h, d], k/v [b, s, kh, d] -> [b, t, h, d].
 
   Tiles are powers of two >= 16, as is head_dim. q_chunk is not needed (the kernel holds one tile pair at a time).
+  The output and log-sum-exp carry the remat names "attn_out" / "attn_lse" (`remat.py`).
   """
   del q_chunk
-  local = functools.partial(_local, mode=mode, block_size=block_size, tq=q_tile, tk=k_tile, interpret=interpret)
+  b, t, h, d = q.shape
+  s, kh = k.shape[1], k.shape[2]
+  t_pad, s_pad = -(-t // q_tile) * q_tile, -(-s // k_tile) * k_tile
+  q_tok, k_tok = pad_tokens(q_tok, t_pad), pad_tokens(k_tok, s_pad)
+  heads_first = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+  flags = lambda tok: tok.valid.astype(jnp.int32) + 2 * tok.noisy.astype(jnp.int32)
+  meta = (q_tok.positions, flags(q_tok), k_tok.positions, flags(k_tok))
+  act = tok = None
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or mesh.size == 1:
-    return local(q, k, v, q_tok, k_tok)
-  batch = _mesh_axes(("batch",), q.shape[0], mesh) or None
-  heads = _mesh_axes(("kv_heads",), k.shape[2], mesh)
-  heads = heads if heads and q.shape[2] % mesh.shape[heads[0]] == 0 else None
-  act, tok = P(batch, None, heads, None), P(batch, None)
-  return jax.shard_map(local, mesh=mesh, in_specs=(act, act, act, tok, tok), out_specs=act, check_vma=False)(
-      q, k, v, q_tok, k_tok)
+  if not mesh.empty and mesh.size > 1:
+    batch = _mesh_axes(("batch",), b, mesh)
+    heads = _mesh_axes(("kv_heads",), kh, mesh)
+    heads = heads if heads and h % mesh.shape[heads[0]] == 0 else None
+    act, tok = P(batch, heads, None, None), P(batch, None)
+  st = _Static(mode, block_size, q_tile, k_tile, interpret, act, tok)
+  out = _flash(heads_first(q, t_pad), heads_first(k, s_pad), heads_first(v, s_pad), meta, st)
+  return out.transpose(0, 2, 1, 3)[:, :t]
 
 
 attention.register_backend("pallas_flash", pallas_flash_attend)
