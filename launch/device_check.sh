@@ -77,10 +77,10 @@ check() {  # check NAME TIMEOUT_S COMMAND...: run it, keep its log and outcome
 }
 
 check env 60 "$PY" -c "import jax; print(jax.default_backend(), jax.devices())"
-check parity 90 "$PY" -m pytest -q -x -p no:cacheprovider tests/model/test_parity.py "${PARITY_SELECT[@]}"
+check parity 90 "$PY" -m pytest -x -p no:cacheprovider tests/model/test_parity.py "${PARITY_SELECT[@]}"
 if [[ -n "$KERNEL_TESTS" ]]; then
   # shellcheck disable=SC2086
-  check kernels 90 "$PY" -m pytest -q -x -p no:cacheprovider $KERNEL_TESTS "${KERNEL_SELECT[@]}"
+  check kernels 90 "$PY" -m pytest -x -p no:cacheprovider $KERNEL_TESTS "${KERNEL_SELECT[@]}"
 fi
 check bench_rollout 150 "$PY" -m lrl_jax.bench rollout "${ROLLOUT[@]}"
 check bench_train 120 "$PY" -m lrl_jax.bench train "${TRAIN[@]}"
