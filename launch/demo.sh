@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# The CPU demo with its baselines: LightningRL, then GRPO and GRPO(traj) from the same warm start (reused, not
-# retrained), then one comparison table with a shared y_max.   launch/demo.sh [WORKDIR]
+# The CPU demo's comparison (docs/RESULTS.md): LightningRL as the SPEC defines it and with the project's extensions,
+# GRPO, GRPO(traj), the paper's three ablations and the resampling refill, 3 seeds each from per-seed shared warm
+# starts, two runs at a time each pinned to one core; then one table (mean ± std over seeds, one y_max) and plots.
+# Rerunning the same command resumes.   launch/demo.sh [WORKDIR] [--config.x=y ...]
 set -euo pipefail
-W=${1:-workdir/demo_compare}
-python -m lrl_jax.train --config configs/demo.py --workdir "$W/lightningrl"
-for algorithm in grpo grpo_traj; do
-  mkdir -p "$W/$algorithm"
-  [ -d "$W/$algorithm/warmstart" ] || cp -r "$W/lightningrl/warmstart" "$W/$algorithm/"
-  python -m lrl_jax.train --config "configs/demo.py:$algorithm" --workdir "$W/$algorithm"
-done
-python -m lrl_jax.evaluation.compare "$W"/{lightningrl,grpo,grpo_traj}/summary.json
+W=${1:-workdir/compare}
+shift || true
+python -m lrl_jax.experiments --config configs/compare.py --workdir "$W" "$@"

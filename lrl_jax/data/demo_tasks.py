@@ -1,9 +1,11 @@
 """Procedural arithmetic word problems in the math format for the CPU demo: short, exact, seeded, graded by difficulty.
 
 The demo model is tiny, so questions use a small vocabulary and the reference solution is a line of arithmetic
-followed by `\\boxed{N}`; `difficulty` (1-4) grows the numbers and the number of steps. Difficulty-1 questions all
-have the same length: with the math template and the demo's word tokenizer a prompt is exactly 48 tokens (3 blocks
-of 16), so a ~14-token response fits in one block instead of straddling two (README, "Demo results").
+followed by `\\boxed{N}`; `difficulty` (1-4) grows the numbers and the number of steps. The +/- stories keep every
+prompt at exactly 48 tokens with the math template and the demo's word tokenizer (3 blocks of 16): a two-digit
+operand drops one filler word. `MIXED` (0) mixes difficulty 1 with a harder half: + or - of a two-digit operand
+(10-19) and a one-digit one. Its responses are 13-16 tokens with `<|im_end|>`, so each fits one block, and
+warm start and training rows stay 4 blocks long (README, "Demo results").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 NAMES = ("Ann", "Bob", "Kim", "Tom")
 ITEMS = ("apple", "pen", "cup", "egg")
 MAX_DIFFICULTY = 4
+MIXED = 0
 _NUMBER_RANGE = {1: 9, 2: 20, 3: 20, 4: 99}
 
 
@@ -30,18 +33,24 @@ class DemoTask:
     return {"question": self.question, "ground_truth_answer": self.ground_truth_answer, "solution": self.solution}
 
 
-def _one_step(rng: random.Random, top: int, ops: str) -> tuple[str, int, str]:
-  """A one-operation story: (question, answer, worked step)."""
+def _one_step(rng: random.Random, top: int, ops: str, two_digit: bool = False) -> tuple[str, int, str]:
+  """A one-operation story: (question, answer, worked step); `two_digit`: one operand is 10-19, the other <= top."""
   name, item = rng.choice(NAMES), rng.choice(ITEMS)
   op = rng.choice(ops)
   a, b = rng.randint(1, top), rng.randint(1, top)
-  if op == "+":
-    return (f"{name} has {a} {item}s in a big bag and gets {b} more. How many {item}s does {name} have now?", a + b,
-            f"{a}+{b}={a + b}")
-  if op == "-":
-    a, b = max(a, b), min(a, b)
-    return (f"{name} has {a} {item}s in a big bag and gives away {b}. How many {item}s does {name} have left?", a - b,
-            f"{a}-{b}={a - b}")
+  if two_digit:
+    a = rng.randint(10, 19)
+    if op == "+" and rng.random() < 0.5:
+      a, b = b, a
+  if op in "+-":
+    a, b = (a, b) if op == "+" else (max(a, b), min(a, b))
+    extra = (a >= 10) + (b >= 10)  # digits beyond one per operand, each offset by a dropped filler word
+    bag = " in a big bag" if extra == 0 else " in a bag"
+    if op == "+":
+      return (f"{name} has {a} {item}s{bag} and gets {b} more. How many {item}s does {name} have"
+              f"{' now' if extra < 2 else ''}?", a + b, f"{a}+{b}={a + b}")
+    return (f"{name} has {a} {item}s{bag} and gives away {b}. How many {item}s does {name} have"
+            f"{' left' if extra < 2 else ''}?", a - b, f"{a}-{b}={a - b}")
   if op == "*":
     a, b = rng.randint(2, min(top, 12)), rng.randint(2, min(top, 12))
     return f"{a} boxes hold {b} {item}s each. How many {item}s?", a * b, f"{a}*{b}={a * b}"
@@ -65,11 +74,14 @@ def _two_steps(rng: random.Random, top: int) -> tuple[str, int, str]:
 
 
 def make_task(rng: random.Random, difficulty: int) -> DemoTask:
-  """One task at `difficulty` (1: + or - under 10; 2: +, -, * up to 20; 3: two steps; 4: mixed up to 99, with /)."""
-  if not 1 <= difficulty <= MAX_DIFFICULTY:
-    raise ValueError(f"difficulty must be in 1..{MAX_DIFFICULTY}, got {difficulty}")
-  top = _NUMBER_RANGE[difficulty]
-  if difficulty == 1:
+  """One task at `difficulty` (1: + or - under 10; 2: +, -, * up to 20; 3: two steps; 4: mixed up to 99, with /;
+  0 (MIXED): half difficulty 1, half + or - of a two-digit (10-19) and a one-digit operand)."""
+  if not 0 <= difficulty <= MAX_DIFFICULTY:
+    raise ValueError(f"difficulty must be in 0..{MAX_DIFFICULTY} (0: mixed), got {difficulty}")
+  top = _NUMBER_RANGE[max(difficulty, 1)]
+  if difficulty == MIXED and rng.random() < 0.5:
+    question, answer, work = _one_step(rng, top, "+-", two_digit=True)
+  elif difficulty in (MIXED, 1):
     question, answer, work = _one_step(rng, top, "+-")
   elif difficulty == 2:
     question, answer, work = _one_step(rng, top, "+-*")

@@ -34,3 +34,37 @@ def test_small_vocabulary_and_growing_difficulty():
   assert means[0] < means[1] < means[2]
   with pytest.raises(ValueError):
     make_tasks(1, difficulty=MAX_DIFFICULTY + 1)
+
+
+def test_mixed_is_difficulty_one_plus_a_two_digit_half():
+  from lrl_jax.data.demo_tasks import MIXED
+  tasks = make_tasks(2000, MIXED, seed=3)
+  hard = 0
+  for task in tasks:
+    a, op, b, c = re.fullmatch(r"(\d+)([-+])(\d+)=(\d+)\. \\boxed\{(\d+)\}", task.solution).groups()[:4]
+    a, b, c = int(a), int(b), int(c)
+    assert c == (a + b if op == "+" else a - b) and c >= 0 and str(c) == task.ground_truth_answer
+    two_digit = (a >= 10) + (b >= 10)
+    assert two_digit <= 1 and max(a, b) <= 19
+    hard += two_digit
+    # a two-digit operand drops "big" so the prompt keeps its length in tokens (one more digit, one less word)
+    assert (" in a big bag " in task.question) == (two_digit == 0)
+    assert (" in a bag " in task.question) == (two_digit == 1)
+  assert 0.45 < hard / len(tasks) < 0.55
+  # the easy half is difficulty 1's distribution: +/- of operands up to 9
+  easy = [t for t in tasks if " big " in t.question]
+  assert {t.question.split(" has ")[0] for t in easy} <= {"Ann", "Bob", "Kim", "Tom"}
+  assert make_tasks(50, MIXED, seed=3) == tasks[:50]
+
+
+def test_mixed_prompts_are_three_blocks_and_responses_one():
+  from lrl_jax.data import templates
+  from lrl_jax.data.demo_tasks import MIXED
+  from lrl_jax.weights import tiny
+  # the demo's word tokenizer: the template plus every word of the demo tasks (as the trainer builds it)
+  tok = tiny.word_tokenizer([templates.MATH_TEMPLATE] + [t.question + " " + t.solution for d in range(1, 5)
+                                                         for t in make_tasks(500, d, seed=0)])
+  for task in make_tasks(300, MIXED, seed=4):
+    prompt = templates.build_prompt(record_from_dict(task.to_dict(), "demo"))
+    assert len(tok(prompt, add_special_tokens=False)["input_ids"]) == 48
+    assert len(tok(task.solution, add_special_tokens=False)["input_ids"]) + 1 <= 16  # + <|im_end|>

@@ -1,0 +1,44 @@
+"""The paper's comparison and ablations on the CPU demo: every variant × seed from each seed's shared warm start.
+
+python -m lrl_jax.experiments --config configs/compare.py --workdir W [--config.workers=2]
+python -m lrl_jax.experiments --config configs/compare.py:test --workdir W   (2 variants × 2 seeds, seconds)
+
+Each variant is (name, train config spec, overrides); a run is exactly
+`python -m lrl_jax.train --config SPEC --workdir W/runs/NAME/seedS --config.seed=S --config.KEY=VALUE ...`.
+"""
+
+import ml_collections
+
+DEMO = "configs/demo.py"
+# LightningRL with the SPEC's shaping and loss (§7.3-7.4) at the demo's scale (lr, batch, steps, block, θ).
+SPEC = "rl.logp_mode=block_masked loss.nll_loss_weight=0.1 rl.speed_reward_correct_only=False"
+
+VARIANTS = (
+    ("lightningrl_spec", DEMO, SPEC),
+    ("lightningrl", DEMO, ""),  # the demo: SPEC + the project's extensions (configs/demo.py)
+    ("grpo", f"{DEMO}:grpo", ""),
+    ("grpo_traj", f"{DEMO}:grpo_traj", ""),
+    ("no_nll", DEMO, "loss.nll_loss_weight=0.0"),
+    ("joint_norm", DEMO, "rl.reward_norm=joint"),
+    ("no_tpf_filter", DEMO, "rl.filter_tpf_threshold=0.0"),
+    ("resample", DEMO, "rl.resample_filtered=True"),
+)
+
+
+def get_config(arg: str = ""):
+  c = ml_collections.ConfigDict()
+  c.variants = VARIANTS
+  c.seeds = (0, 1, 2)
+  c.workers = 0  # runs at a time (0: one per core of `cores`); each is pinned to its own core(s)
+  c.cores = ""  # comma-separated core ids ("" = every core this process may use)
+  c.only = ""  # comma-separated variant names to run ("" = all)
+  c.compile_cache = True  # share JAX's persistent compilation cache (W/jax_cache) between the runs
+  c.common = ""  # overrides for every run and warm start, e.g. "train.steps=40" for a shorter design pass
+  if arg == "test":
+    c.variants = (("lightningrl", "configs/test.py", ""),
+                  ("grpo", "configs/test.py", "algorithm=grpo"))
+    c.seeds = (0, 1)
+  elif arg:
+    raise ValueError(f"configs/compare.py takes '' or 'test', not {arg!r}")
+  c.lock()
+  return c
