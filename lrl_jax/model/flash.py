@@ -67,6 +67,7 @@ def _forward(q, k, v, q_tok, k_tok, mode, block_size, tq, tk):
 
       return jax.lax.cond(allow.any(), visit, lambda c: c, carry), None
 
+    step = jax.checkpoint(step, prevent_cse=False)  # see `_forward`'s note on autodiff
     init = (jnp.zeros((b, kh, g, tq, d), jnp.float32), jnp.full((b, kh, g, tq), _NEG, jnp.float32),
             jnp.zeros((b, kh, g, tq), jnp.float32))
     (acc, m, l), _ = jax.lax.scan(step, init, jnp.arange(n_k))
@@ -75,7 +76,10 @@ def _forward(q, k, v, q_tok, k_tok, mode, block_size, tq, tk):
     lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), -_NEG)  # -_NEG: no probability anywhere in bwd
     return jnp.einsum("bkgqd->bqkgd", out).astype(q.dtype), lse
 
-  out, lse = jax.lax.map(q_tile, jnp.arange(t // tq))  # [n_q, b, tq, kh, g, d], [n_q, b, kh, g, tq]
+  # Autodiff normally stops at the custom VJP. Where a transformation inlines it (Flax's nn.scan partial-evaluates
+  # its body, and partial evaluation drops custom_vjp rules), the checkpoints keep plain autodiff of these loops to
+  # one query tile's carries instead of every tile's probabilities.
+  out, lse = jax.lax.map(jax.checkpoint(q_tile, prevent_cse=False), jnp.arange(t // tq))
   out = jnp.moveaxis(out, 0, 1).reshape(q.shape)
   lse = jnp.moveaxis(lse, 0, -2).reshape(b, kh, g, t)
   return checkpoint_name(out, "attn_out"), checkpoint_name(lse, "attn_lse")
