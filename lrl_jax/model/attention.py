@@ -4,8 +4,8 @@
 online softmax with a custom VJP (`flash.py`, memory linear in length, any backend); kernels register themselves
 on import ("pallas" decode kernel, "pallas_flash" Triton training kernel). Scores and softmax are float32.
 `training_backend` picks the training attention from the platform of the mesh's devices: the Triton kernel on GPUs,
-"flash" elsewhere (TPU included: splash attention's masks are static in index space, while the rows' noisy windows
-make the SPEC §3 mask data-dependent).
+dense "xla" on CPUs (small rows), "flash" elsewhere (TPU included: splash attention's masks are static in index space,
+while the rows' noisy windows make the SPEC §3 mask data-dependent).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_s
 
 
 BACKENDS = {"xla": attend, "flash": flash.flash_attend}
-TRAINING_KERNELS = {"gpu": ("lrl_jax.model.pallas_flash", "pallas_flash")}
+TRAINING_KERNELS = {"gpu": ("lrl_jax.model.pallas_flash", "pallas_flash"), "cpu": (None, "xla")}
 
 
 def register_backend(name: str, fn) -> None:
