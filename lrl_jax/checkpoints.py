@@ -9,6 +9,7 @@ complete, so a killed save leaves no step; a step damaged afterwards is skipped 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from lrl_jax.cli import is_user_error, quiet_native_stderr
 from lrl_jax.errors import UserError
 
 CHECKPOINTS_DIR, MODEL_FILES_DIR, FINAL_DIR, BROKEN_DIR = "checkpoints", "model_files", "final", "checkpoints.broken"
@@ -28,8 +30,9 @@ class CheckpointError(UserError):
 
 
 def _reason(e: BaseException) -> str:
+  """`Type: message` on one line; a long message keeps its start and its end (where the OS error usually is)."""
   text = " ".join(str(e).split()) or type(e).__name__
-  return f"{type(e).__name__}: {text[:300]}"
+  return f"{type(e).__name__}: {text if len(text) <= 400 else text[:200] + ' ... ' + text[-200:]}"
 
 
 class Checkpoints:
@@ -39,7 +42,7 @@ class Checkpoints:
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, CHECKPOINTS_DIR)
     self.keep_last, self.keep_every = keep_last, keep_every
-    self.manager = self._manager()
+    self.manager, self._closed = self._manager(), False
 
   def _manager(self) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=self.keep_last, keep_period=self.keep_every or None,
@@ -58,16 +61,23 @@ class Checkpoints:
   def save(self, step: int, state: Any, meta: dict, during: Callable[[], None] | None = None) -> None:
     """state: a pytree of arrays (params, opt_state...); meta: JSON. `during()` runs while the files are written
     (fault injection); the save has committed when this returns."""
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.CRITICAL)  # Orbax logs a failed write from each of its threads; we report it once
     try:
-      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      meta=ocp.args.JsonSave(meta)))
-      if during is not None:
-        during()
-      self.manager.wait_until_finished()
+      with quiet_native_stderr():
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)))
+        if during is not None:
+          during()
+        self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 -- a full disk or lost mount surfaces as many kinds of error
       older = [s for s in self.steps() if s < step]
+      self._closed = True  # closing now would close Orbax's event loop under its failed writers
       raise CheckpointError(f"{self.step_dir(step)}: the checkpoint could not be written ({_reason(e)}); last good "
                             f"checkpoint: {self.step_dir(older[-1]) if older else 'none'}") from e
+    finally:
+      absl_log.setLevel(level)
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """Restore into `target` (abstract arrays with shardings, or concrete arrays) → (state, meta)."""
@@ -116,7 +126,9 @@ class Checkpoints:
     shutil.move(self.step_dir(step), target)
 
   def close(self) -> None:
-    self.manager.close()
+    if not self._closed:
+      self.manager.close()
+      self._closed = True
 
 
 def is_run_dir(path: str) -> bool:
@@ -161,7 +173,6 @@ def model_params(path: str, cfg=None, dtype=None) -> Any:
   CheckpointError naming the directory."""
   if is_run_dir(path):
     return run_params(path, dtype)[1]
-  from lrl_jax.cli import is_user_error
   from lrl_jax.weights import load_params
   try:
     return load_params(path, cfg, dtype)

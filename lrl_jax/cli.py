@@ -8,13 +8,14 @@ means a bug; `--debug` shows it for user errors too.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import os
 import runpy
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from absl import flags
 
@@ -23,6 +24,9 @@ from lrl_jax.errors import UserError
 # Environment errors a user can fix (a full disk, a read-only or forbidden path): one line, not a traceback.
 USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
                errno.ENOTDIR, errno.EEXIST, errno.ENOENT)
+
+_PROGRAM = False  # running as `python -m lrl_jax.<name>` (cli.program), not called in-process
+_ERR_FD: int | None = None  # our own stderr once others' output is silenced (quiet_native_stderr)
 
 # User-error types of stages, by module: a module that was never imported cannot have raised its error, so the CLI
 # never imports a stage (and JAX) just to catch it.
@@ -163,7 +167,11 @@ def call(body: Callable[[flags.FlagValues | None], int | None], fv: flags.FlagVa
   except Exception as e:  # noqa: BLE001 -- sorted into user errors (one line) and bugs (traceback)
     if debug or not is_user_error(e):
       raise
-    print(f"error: {one_line(e)}", file=sys.stderr)
+    line = f"error: {one_line(e)}\n"
+    if _ERR_FD is not None:
+      os.write(_ERR_FD, line.encode())
+    else:
+      print(line, end="", file=sys.stderr)
     return 2
 
 
@@ -178,3 +186,43 @@ def run(define: Callable[[flags.FlagValues], None], body: Callable[[flags.FlagVa
   if not flags.FLAGS.is_parsed():  # libraries that read absl's global flags see their defaults
     flags.FLAGS.mark_as_parsed()
   return call(lambda _: body(parse(define, argv, prog, config_flags)), None, debug)
+
+
+def program(main: Callable[[], int]) -> None:
+  """Run an entry point's `main()` as the process and end with its exit code. After a user error the process ends at
+  once (output flushed), so threads a failed write left behind (Orbax, tensorstore) cannot print past it."""
+  global _PROGRAM
+  _PROGRAM = True
+  code = main()
+  if code == 0:
+    sys.exit(0)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+  """In a program, send stderr to /dev/null inside the block and restore it after; when the block raises, keep it
+  quiet for the rest of the process (the `error:` line still reaches the user). For native writers (Orbax,
+  tensorstore) whose threads print tracebacks into a closed event loop when a write fails."""
+  global _ERR_FD
+  if not _PROGRAM or _ERR_FD is not None:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+  try:
+    yield
+  except Exception:
+    _ERR_FD = saved
+    raise
+  except BaseException:
+    os.dup2(saved, 2)
+    raise
+  sys.stderr.flush()
+  os.dup2(saved, 2)
+  os.close(saved)

@@ -6,7 +6,6 @@ before anything is written."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
@@ -110,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.program(main)

@@ -10,7 +10,6 @@ decoding.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from absl import flags, logging
@@ -68,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.program(main)

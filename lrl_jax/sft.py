@@ -6,7 +6,6 @@ warm start itself when `warm_start.steps > 0` and reuses W/warmstart when it exi
 
 from __future__ import annotations
 
-import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -44,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.program(main)

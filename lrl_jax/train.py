@@ -9,7 +9,6 @@ A user error is one `error:` line and exit code 2 (lrl_jax/cli.py).
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from absl import flags, logging
@@ -111,4 +110,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.program(main)

@@ -3,6 +3,8 @@
 import importlib
 import sys
 
+from lrl_jax import cli
+
 BENCHMARKS = ("decode", "train", "reward")
 
 
@@ -19,4 +21,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.program(lambda: main(sys.argv[1:]))
