@@ -38,14 +38,14 @@ if compgen -G ".wheels/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/lrl_site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-KERNEL_TESTS=$(ls tests/decode/test_pallas*.py tests/model/test_*pallas*.py tests/model/test_*splash*.py \
+KERNEL_TESTS=$(ls tests/model/test_paged_attention.py tests/model/test_*pallas*.py tests/model/test_*splash*.py \
   tests/model/test_flash*.py 2>/dev/null | tr '\n' ' ')
 if [[ "$TINY" == 1 ]]; then
   export JAX_PLATFORMS=cpu
   SCALE=3  # time limits x3: a loaded CPU instead of a GPU
   PARITY_SELECT=(-k "test_causal_parity and untied")  # one test of each file: the suite runs the rest on CPU
-  KERNEL_TESTS=tests/decode/test_pallas_attention.py
-  KERNEL_SELECT=(-k "test_read_only_call_keys_first_matches_xla")
+  KERNEL_TESTS=tests/model/test_paged_attention.py
+  KERNEL_SELECT=(-k "test_pallas_kernel_matches_xla_path")
   ROLLOUT=(--preset=cpu-small)
   TRAIN=(--preset=cpu-small --rows=2 --seq=64 --steps=1 --dtype=float32 --no_torch)
 else

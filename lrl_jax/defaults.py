@@ -55,7 +55,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.rollout.top_k = 0
   c.rollout.top_p = 1.0
   c.rollout.max_new_tokens = 8192
-  c.rollout.batch_size = 64  # sequences decoded together
+  c.rollout.batch_size = 64  # engine slots: sequences decoded together (split over the mesh's data axes)
+  c.rollout.pool_tokens = 0  # KV-cache pool in tokens over all slots (0 = every slot full: never preempts)
+  c.rollout.page_size = 0  # KV page in tokens, a multiple of block_size (0 = block_size)
+  c.rollout.fuse_commit = False  # commit block k and denoise block k+1's first step in one call (2B-token windows)
+  c.rollout.forwards_per_call = 64  # forwards the engine runs on device between host refills, at most
+  c.rollout.max_prompt_len = 0  # longest prompt a slot holds (0 = the longest prompt of the training data)
   c.rollout.stop_ids = ""  # comma-separated; "" = the checkpoint's eos ids
 
   c.rl = ml_collections.ConfigDict()
@@ -270,6 +275,12 @@ def check_rollout(c) -> None:
   _float(c, "rollout.top_p", 0.0, 1.0, low_open=True)
   _int(c, "rollout.max_new_tokens", 1)
   _int(c, "rollout.batch_size", 1)
+  _int(c, "rollout.pool_tokens", 0)
+  _int(c, "rollout.page_size", 0)
+  if r.page_size % r.block_size:
+    _fail("rollout.page_size", f"{r.page_size} is not a multiple of rollout.block_size={r.block_size}")
+  _int(c, "rollout.forwards_per_call", 1)
+  _int(c, "rollout.max_prompt_len", 0)
   stops = parse_stop_ids(r.stop_ids, "config.rollout.stop_ids")
   if c.model.checkpoint:
     from lrl_jax.checkpoints import model_files_dir

@@ -5,7 +5,7 @@ import sys
 
 from lrl_jax import cli
 
-BENCHMARKS = ("decode", "train", "reward")
+BENCHMARKS = ("decode", "rollout", "train", "reward")
 
 
 def main(argv: list[str]) -> int:

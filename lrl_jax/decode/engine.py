@@ -1,122 +1,182 @@
-"""The compiled block-diffusion decode loop (SPEC §4): prefill, then per block denoising forwards and a commit.
+"""The compiled rollout engine: every forward advances every live slot by one step of its own (SPEC §4).
 
-Everything runs inside `lax.while_loop`s: an outer loop over blocks (exits when every sequence stopped) and an inner
-loop over denoising steps (exits when no active sequence has a masked position left). Each sequence keeps its own
-block grid (block k = positions kB..kB+B-1 from its own first prompt token), its own stop flag and its own key.
+Each forward gives every active slot a window of `window` tokens starting at its first uncached position. Window
+tokens before the slot's current block are committed (their keys/values are written to newly taken pages: the
+prompt's complete blocks first, then each finished block); tokens of the current block are denoised (candidates,
+strategy, fill). So a slot prefills, denoises and commits at its own pace, and no slot waits for another. With a
+window of two blocks, the commit of block k and the first denoising step of block k+1 are one call (`fuse`). The
+loop runs on device until `max_forwards`, or until a slot finished while the host has queued work, a slot cannot get
+a page (the host preempts), or a slot outgrows the page-table bucket the program was compiled for.
 """
 
 from __future__ import annotations
 
-import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from lrl_jax.decode import sampling, strategies
 from lrl_jax.decode.config import DecodeConfig
-from lrl_jax.model import forward, logits
+from lrl_jax.decode.slots import ACTIVE, DONE, EngineShape, Pool, Slots, free_pages
+from lrl_jax.model import PagedKV, forward, logits
 from lrl_jax.model.config import ModelConfig
-from lrl_jax.model.layers import PagedKV
+
+_LOGIT_BYTES = 2**29  # largest float32 [rows, vocab] logits block sampled at once
 
 
-def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> dict:
-  """Preallocated KV cache: slot s of row b holds position s. k/v: [layers, batch, length, kv_heads, head_dim]."""
-  shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+class Stats(NamedTuple):
+  """Counters of one engine call: forwards run, slot-forwards computed and those that did work, exit reasons."""
+  forwards: jax.Array
+  rows: jax.Array
+  busy: jax.Array
+  stalled: jax.Array  # a slot could not get a page (the pool is exhausted)
+  overflow: jax.Array  # a slot needs more pages than the compiled page-table bucket
 
 
-def _as_pages(cache: dict, length: jax.Array, block_size: int) -> PagedKV:
-  """The cache as the model's paged prefix: row b's slots are pages b*n .. b*n+n-1 of block_size positions."""
-  layers, b, slots = cache["k"].shape[:3]
-  n = slots // block_size
-  pages = lambda a: a.reshape(layers, b * n, block_size, *a.shape[3:])
-  table = jnp.arange(b * n, dtype=jnp.int32).reshape(b, n)
-  return PagedKV(pages(cache["k"]), pages(cache["v"]), table, length)
-
-
-def _write(cache: dict, kv, start: jax.Array) -> dict:
-  """Write a call's keys/values [layers, b, t, kh, d] into every row's slots start[b]..start[b]+t-1."""
-  row = lambda c, u, p: jax.lax.dynamic_update_slice_in_dim(c, u, p, axis=1)
-  write = lambda c, u: jax.vmap(row, in_axes=(1, 1, 0), out_axes=1)(c, u.astype(c.dtype), start)
-  return {"k": write(cache["k"], kv.k), "v": write(cache["v"], kv.v)}
-
-def num_slots(prompt_bucket: int, max_new_tokens: int, block_size: int) -> int:
-  """KV-cache / token-buffer length: enough whole blocks for the longest prompt plus max_new_tokens."""
-  return -(-(prompt_bucket + max_new_tokens) // block_size) * block_size
-
-
-def _slice_rows(x, start, size):
+def _rows(x, start, size):
+  """Per-row windows x[s, start[s]:start[s]+size] of a [S, n, ...] array."""
   return jax.vmap(lambda r, s: jax.lax.dynamic_slice_in_dim(r, s, size))(x, start)
 
 
-def _put_rows(x, update, start):
+def _put(x, update, start):
   return jax.vmap(lambda r, u, s: jax.lax.dynamic_update_slice_in_dim(r, u, s, 0))(x, update, start)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dcfg"), donate_argnames=("cache",))
-def decode(params, prompt, prompt_len, keys, active, cache, *, cfg: ModelConfig, dcfg: DecodeConfig):
-  """Decode a batch. prompt [b, p] right-padded, prompt_len [b], keys [b] (one stream each), active [b].
+def _take_pages(pool: Pool, slots: Slots, need: jax.Array, shape: EngineShape):
+  """Grant each slot `need` [S] more pages from the free stack, in slot order while pages last.
 
-  Returns (out, cache): out holds tokens/step_map/logp [b, slots] (positions from each row's 0; step_map -1 where
-  not generated), the current block [b], denoising forwards `nf` [b] and commit forwards `commits` [b].
+  Returns (pool, slots, granted [S] bool); a slot that is not granted keeps its pages and takes none.
   """
-  b, p = prompt.shape
-  bs, steps, mask_id = dcfg.block_size, dcfg.num_steps, cfg.mask_token_id
-  slots = cache["k"].shape[2]
-  dtype = jnp.dtype(dcfg.dtype)
-  fwd = functools.partial(forward, params, cfg, mode="block", block_size=bs, dtype=dtype, attn_impl=dcfg.attn_impl)
+  upto = -(-shape.window // shape.page_size) + 1  # a window spans at most this many new pages
+  num_free = pool.num_free[0]
+  granted = (need == 0) | (jnp.cumsum(need) <= num_free)
+  need = jnp.where(granted, need, 0)
+  first = num_free - jnp.cumsum(need)  # the slot's pages: free[first .. first+need-1]
+  j = jnp.arange(upto)
+  take = j[None, :] < need[:, None]  # [S, upto]
+  ids = pool.free[jnp.clip(first[:, None] + j[None, :], 0, shape.pages - 1)]
+  col = jnp.where(take, slots.num_pages[:, None] + j[None, :], shape.max_pages)  # out of range: dropped
+  table = jax.vmap(lambda t, c, v: t.at[c].set(v, mode="drop"))(slots.page_table, col, ids)
+  pool = pool._replace(num_free=pool.num_free - need.sum().astype(jnp.int32))
+  return pool, slots._replace(page_table=table, num_pages=slots.num_pages + need), granted
+
+
+def _write_kv(pool: Pool, kv, slots: Slots, pos, write, shape: EngineShape) -> Pool:
+  """Scatter the window's keys/values kv [layers, S, W, kh, d] at positions pos [S, W] where `write` [S, W]."""
+  page = jnp.take_along_axis(slots.page_table, jnp.clip(pos // shape.page_size, 0, shape.max_pages - 1), axis=1)
+  flat = page * shape.page_size + pos % shape.page_size
+  flat = jnp.where(write, flat, shape.pages * shape.page_size).reshape(-1)  # out of range: dropped
+  layers = pool.k.shape[0]
+
+  def put(dst, new):
+    rows = dst.reshape(layers, shape.pages * shape.page_size, *dst.shape[3:])
+    new = new.reshape(layers, -1, *new.shape[3:]).astype(dst.dtype)
+    return rows.at[:, flat].set(new, mode="drop", unique_indices=True).reshape(dst.shape)
+
+  return pool._replace(k=put(pool.k, kv.k), v=put(pool.v, kv.v))
+
+
+def _candidates(params, cfg: ModelConfig, dcfg: DecodeConfig, hidden, keys):
+  """Per position of hidden [S, B, e]: token, probability, log-prob and entropy, sampled from each slot's key.
+
+  Logits are built for a block of slots at a time so at most ~_LOGIT_BYTES of float32 logits exist at once.
+  """
+  s, b = hidden.shape[:2]
+  chunk = max(1, min(s, _LOGIT_BYTES // (4 * b * cfg.vocab_size)))
+  while s % chunk:
+    chunk -= 1
+
+  def one(args):
+    h, k = args
+    lg = logits(params, cfg, h).at[..., cfg.mask_token_id].set(-jnp.inf)  # the mask token is never a candidate
+    tok, prob, logp, ent = sampling.candidates(lg, k, dcfg, True)
+    return tok, prob, logp, ent
+
+  split = lambda a: a.reshape(s // chunk, chunk, *a.shape[1:])
+  out = jax.lax.map(one, (split(hidden), split(keys)))
+  return tuple(a.reshape(s, *a.shape[2:]) for a in out)
+
+
+def _forward_step(params, slots: Slots, pool: Pool, *, cfg: ModelConfig, dcfg: DecodeConfig, shape: EngineShape,
+                  bucket: int):
+  """One model call for all slots; returns (slots, pool, busy slots [S] bool, stalled, overflow)."""
+  bs, w, ps = dcfg.block_size, shape.window, shape.page_size
+  active = slots.status == ACTIVE
+  w0 = slots.committed
+  pos = w0[:, None] + jnp.arange(w, dtype=jnp.int32)  # [S, W]
+  commit = active[:, None] & (pos < slots.cur[:, None])
+  commit_end = jnp.where(active, jnp.minimum(slots.cur, w0 + w), w0)
+  pages_needed = -(-commit_end // ps)
+  overflow = active & (pages_needed > bucket)
+  need = jnp.where(active & ~overflow, jnp.maximum(pages_needed - slots.num_pages, 0), 0)
+  pool, slots, granted = _take_pages(pool, slots, need, shape)
+  go = active & granted & ~overflow
+  commit = commit & go[:, None]
+  denoise = go[:, None] & (pos >= slots.cur[:, None]) & (pos < slots.cur[:, None] + bs)
+
+  tokens = _rows(slots.tokens, w0, w)
+  prefix = PagedKV(pool.k, pool.v, slots.page_table[:, :bucket], w0)
+  hidden, kv = forward(params, cfg, tokens, pos, valid=commit | denoise, mode="block", block_size=bs,
+                       dtype=jnp.dtype(dcfg.dtype), attn_impl=dcfg.attn_impl, prefix=prefix, return_kv=True,
+                       prefix_chunk=shape.prefix_chunk)
+  pool = _write_kv(pool, kv, slots, pos, commit, shape)
+
+  # denoise the current block of the slots that reached it
+  den = denoise.any(-1)
+  start = slots.cur
+  blk_pos = start[:, None] + jnp.arange(bs, dtype=jnp.int32)
+  blk = _rows(slots.tokens, start, bs)
+  masked = (blk == cfg.mask_token_id) & (blk_pos >= slots.prompt_len[:, None])
+  h = _rows(hidden, jnp.clip(start - w0, 0, w - bs), bs)
+  step_keys = jax.vmap(jax.random.fold_in)(slots.key, slots.nf)
+  tok, prob, tok_logp, entropy = _candidates(params, cfg, dcfg, h, step_keys)
+  working = den & masked.any(-1)
+  n = strategies.schedule(slots.n_masked0, dcfg.num_steps, slots.step)
+  fill = strategies.select(dcfg.strategy, masked, prob, entropy, n, dcfg) & masked & working[:, None]
+  blk = jnp.where(fill, tok, blk)
+  slots = slots._replace(tokens=_put(slots.tokens, blk, start),
+                         step_map=_put(slots.step_map, jnp.where(fill, slots.nf[:, None], _rows(slots.step_map, start, bs)),
+                                       start),
+                         logp=_put(slots.logp, jnp.where(fill, tok_logp, _rows(slots.logp, start, bs)), start))
+
+  # block finished: stop, or move on to the next block (committed by a later forward)
+  finished = den & ~(masked & ~fill).any(-1)
+  in_response = (blk_pos >= slots.prompt_len[:, None]) & (blk_pos < slots.end[:, None])
   stop_ids = jnp.asarray(dcfg.stop_ids or (-1,), jnp.int32)
+  stops = finished & ((jnp.isin(blk, stop_ids) & in_response).any(-1) | (start + bs >= slots.end))
+  advance = finished & ~stops
+  decoded_from = (slots.prompt_len // bs) * bs  # blocks from here on were denoised, their commits count
+  new_committed = jnp.where(go, commit_end, w0)
+  decoded_commits = jnp.maximum(new_committed - jnp.maximum(w0, decoded_from), 0) // bs
+  slots = slots._replace(
+      committed=new_committed, commits=slots.commits + decoded_commits, nf=slots.nf + working,
+      step=jnp.where(advance, 0, slots.step + working), cur=jnp.where(advance, start + bs, start),
+      n_masked0=jnp.where(advance, bs, slots.n_masked0), status=jnp.where(stops, DONE, slots.status))
+  pool, slots = free_pages(pool, slots, stops)  # a finished sequence needs no cache: its pages return at once
+  busy = working | commit.any(-1)
+  return slots, pool, busy, (active & ~granted).any(), overflow.any()
 
-  pos = jnp.arange(slots, dtype=jnp.int32)
-  prompt_full = jnp.pad(prompt, ((0, 0), (0, slots - p)))
-  tokens = jnp.where(pos < prompt_len[:, None], prompt_full, mask_id).astype(jnp.int32)
-  step_map = jnp.full((b, slots), -1, jnp.int32)
-  logp = jnp.zeros((b, slots), jnp.float32)
-  prefill_end = (prompt_len // bs) * bs
-  kv = fwd(prompt, jnp.broadcast_to(pos[:p], (b, p)), valid=pos[:p] < prefill_end[:, None], return_kv=True).kv
-  cache = _write(cache, kv, jnp.zeros((b,), jnp.int32))
-  end = prompt_len + dcfg.max_new_tokens  # response positions are [prompt_len, end)
 
-  def denoise(cache, state):
-    """Inner loop: denoising forwards on each row's current block until no active row has a mask left."""
-    blk, masked, blk_pos, run, n_masked, nf, sm, lp, step = state
-    h, _ = fwd(blk, blk_pos, prefix=_as_pages(cache, blk_pos[:, 0], bs))  # the cache is read-only until the commit
-    lg = logits(params, cfg, h).at[..., mask_id].set(-jnp.inf)  # the mask token is never a candidate
-    step_keys = jax.vmap(jax.random.fold_in)(keys, nf)
-    tok, prob, tok_logp, entropy = sampling.candidates(lg, step_keys, dcfg, dcfg.strategy == "entropy_bounded")
-    working = run & masked.any(-1)
-    n = strategies.schedule(n_masked, steps, step)
-    fill = strategies.select(dcfg.strategy, masked, prob, entropy, n, dcfg) & masked & working[:, None]
-    blk = jnp.where(fill, tok, blk)
-    sm = jnp.where(fill, nf[:, None], sm)
-    lp = jnp.where(fill, tok_logp, lp)
-    return blk, masked & ~fill, blk_pos, run, n_masked, nf + working, sm, lp, step + 1
+def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.Array, *, cfg: ModelConfig,
+        dcfg: DecodeConfig, shape: EngineShape, bucket: int):
+  """One shard's engine call: up to `max_forwards` forwards; stops early when a slot finished and `queued` (the
+  host has work to admit), on a stall or a bucket overflow, or when no slot is active. Returns (slots, pool, Stats).
+  `decode/programs.py` compiles it over the mesh."""
+  zero = jnp.int32(0)
+  init = (slots, pool, Stats(zero, zero, zero, jnp.bool_(False), jnp.bool_(False)))
 
-  def denoise_cond(state):
-    masked, run, step = state[1], state[3], state[8]
-    return (step < steps) & (run[:, None] & masked).any()
+  def cond(carry):
+    slots, _, st = carry
+    done_waiting = queued & (slots.status == DONE).any()
+    return ((st.forwards < max_forwards) & (slots.status == ACTIVE).any() & ~done_waiting & ~st.stalled
+            & ~st.overflow)
 
-  def block(state):
-    tokens, step_map, logp, cache, cur, finished, nf, commits = state
-    start = cur * bs
-    blk_pos = start[:, None] + jnp.arange(bs, dtype=jnp.int32)
-    blk = _slice_rows(tokens, start, bs)
-    masked = blk_pos >= prompt_len[:, None]
-    run = ~finished
-    init = (blk, masked, blk_pos, run, masked.sum(-1), nf, _slice_rows(step_map, start, bs),
-            _slice_rows(logp, start, bs), jnp.int32(0))
-    blk, _, _, _, _, nf, sm, lp, _ = jax.lax.while_loop(denoise_cond, functools.partial(denoise, cache), init)
-    tokens, step_map, logp = _put_rows(tokens, blk, start), _put_rows(step_map, sm, start), _put_rows(logp, lp, start)
-    in_response = (blk_pos >= prompt_len[:, None]) & (blk_pos < end[:, None])
-    stopped = (jnp.isin(blk, stop_ids) & in_response).any(-1) | (start + bs >= end)
-    go_on = run & ~stopped
-    commit = lambda c: _write(c, fwd(blk, blk_pos, prefix=_as_pages(c, start, bs), return_kv=True).kv, start)
-    cache = jax.lax.cond(go_on.any(), commit, lambda c: c, cache)
-    return (tokens, step_map, logp, cache, jnp.where(go_on, cur + 1, cur), finished | stopped, nf,
-            commits + go_on)
+  def body(carry):
+    slots, pool, st = carry
+    slots, pool, busy, stalled, overflow = _forward_step(params, slots, pool, cfg=cfg, dcfg=dcfg, shape=shape,
+                                                         bucket=bucket)
+    return slots, pool, Stats(st.forwards + 1, st.rows + busy.shape[0], st.busy + busy.sum().astype(jnp.int32),
+                              stalled, overflow)
 
-  zeros = jnp.zeros((b,), jnp.int32)
-  init = (tokens, step_map, logp, cache, prompt_len // bs, ~active, zeros, zeros)
-  tokens, step_map, logp, cache, cur, _, nf, commits = jax.lax.while_loop(lambda s: ~s[5].all(), block, init)
-  out = {"tokens": tokens, "step_map": step_map, "logp": logp, "block": cur, "nf": nf, "commits": commits}
-  return out, cache
+  return jax.lax.while_loop(cond, body, init)

@@ -26,18 +26,20 @@ class ForwardOut(NamedTuple):
 def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array, *,
             valid: jax.Array | None = None, noisy: jax.Array | None = None, mode: str = "block",
             block_size: int | None = None, dtype: Any = jnp.float32, remat: str = "none", attn_impl: str = "xla",
-            q_chunk: int | None = None, prefix: PagedKV | None = None, return_kv: bool = False) -> ForwardOut:
+            q_chunk: int | None = None, prefix: PagedKV | None = None, return_kv: bool = False,
+            prefix_chunk: int = 8) -> ForwardOut:
   """`SDAR.apply` on params: tokens/positions/valid/noisy [batch, len] → ForwardOut.
 
-  Keys are the call's own tokens under the `mode` rule (`masks.allowed`), plus every cached position of `prefix`.
-  Position ids are explicit, so padding never shifts the block grid.
+  Keys are the call's own tokens under the `mode` rule (`masks.allowed`), plus every cached position of `prefix`
+  (read `prefix_chunk` pages at a time on the XLA path). Position ids are explicit, so padding never shifts the
+  block grid.
   """
   block_size = block_size or cfg.block_size
   if mode == "block" and not block_size:
     raise ValueError("block mode needs a block_size (argument or config.json 'block_size')")
   q_tok = masks.make_tokens(positions, valid, noisy)
   model = SDAR(cfg, dtype=dtype, mode=mode, block_size=block_size, attn_impl=attn_impl, q_chunk=q_chunk, remat=remat,
-               return_kv=return_kv)
+               return_kv=return_kv, prefix_chunk=prefix_chunk)
   hidden, kv = model.apply({"params": params}, tokens, q_tok, prefix)
   return ForwardOut(hidden, kv)
 

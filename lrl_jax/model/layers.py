@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrl_jax.model import attention, masks, remat as remat_lib
+from lrl_jax.model import attention, masks, paged_attention, remat as remat_lib
 from lrl_jax.model.config import ModelConfig
 
 
@@ -67,16 +67,6 @@ def _zeros(dtype):
   return lambda key, shape: jnp.zeros(shape, dtype)
 
 
-def prefix_keys(prefix_k, prefix_v, page_table, length, dtype):
-  """The XLA path of a paged prefix: gather a layer's pages → keys/values [b, n*page, kh, d] and their metadata."""
-  b, n = page_table.shape
-  page = prefix_k.shape[1]
-  gather = lambda pool: pool[page_table].reshape(b, n * page, *pool.shape[2:]).astype(dtype)
-  slots = jnp.broadcast_to(jnp.arange(n * page, dtype=jnp.int32), (b, n * page))
-  tok = masks.Tokens(slots, jnp.zeros((b, n * page), bool), slots < length[:, None])
-  return gather(prefix_k), gather(prefix_v), tok
-
-
 class DecoderLayer(nn.Module):
   """One pre-norm decoder layer: x [b, t, e] → (x, this call's (k, v) [b, t, kh, d] if `return_kv`)."""
 
@@ -89,6 +79,7 @@ class DecoderLayer(nn.Module):
   attn_impl: str = "xla"
   q_chunk: int | None = None
   return_kv: bool = False
+  prefix_chunk: int = 8
 
   def _param(self, name: str, shape: tuple, axes: tuple, init) -> jax.Array:
     value = self.param(name, nn.with_logical_partitioning(init(self.param_dtype), axes), shape)
@@ -96,7 +87,7 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, q_tok: masks.Tokens, prefix_k, prefix_v, prefix_meta):
-    cfg, dt = self.cfg, self.dtype
+    cfg = self.cfg
     e, h, kh, d, m = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
     weight = lambda name, shape, axes: self._param(name, shape, axes, lambda pd: _normal(self.init_std, pd))
     norm = lambda name, size, axis: self.param(name, nn.with_logical_partitioning(_ones(self.param_dtype), (axis,)),
@@ -115,12 +106,11 @@ class DecoderLayer(nn.Module):
     k = rope(rms_norm(k, norm("k_norm", d, "head_dim"), cfg.rms_norm_eps), q_tok.positions, cfg.rope_theta)
     q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "head_dim"))
     k = nn.with_logical_constraint(k, ("batch", "seq", "kv_heads", "head_dim"))
-    keys, values, k_tok = k, v, q_tok
-    if prefix_k is not None:  # own keys first, then the cached prefix (the Pallas kernel stops at the last filled tile)
-      pk, pv, p_tok = prefix_keys(prefix_k, prefix_v, *prefix_meta, dt)
-      keys, values = jnp.concatenate([k, pk], axis=1), jnp.concatenate([v, pv], axis=1)
-      k_tok = jax.tree.map(lambda a, c: jnp.concatenate([a, c], axis=1), q_tok, p_tok)
-    attn = attention.BACKENDS[self.attn_impl](q, keys, values, q_tok, k_tok, self.mode, self.block_size, self.q_chunk)
+    if prefix_k is None:
+      attn = attention.BACKENDS[self.attn_impl](q, k, v, q_tok, q_tok, self.mode, self.block_size, self.q_chunk)
+    else:  # a decoding call: own window + the row's cached pages (attn_impl picks how the pages are read)
+      attn = paged_attention.attend(q, k, v, q_tok, prefix_k, prefix_v, *prefix_meta, self.mode, self.block_size,
+                                    self.prefix_chunk, "pallas" if self.attn_impl == "pallas" else "xla")
     attn = jnp.einsum("bthd,hde->bte", attn, weight("o_proj", (h, d, e), ("heads", "head_dim", "embed")))
     if cfg.attention_bias:
       attn = attn + bias("o_bias", (e,), ("embed",))
@@ -152,6 +142,7 @@ class SDAR(nn.Module):
   q_chunk: int | None = None
   remat: str = "none"
   return_kv: bool = False
+  prefix_chunk: int = 8  # pages per step of the paged-prefix walk (XLA path)
 
   @nn.compact
   def __call__(self, tokens, q_tok: masks.Tokens, prefix: PagedKV | None = None):
@@ -175,5 +166,5 @@ class SDAR(nn.Module):
     pk, pv, meta = (None, None, None) if prefix is None else (prefix.k, prefix.v, (prefix.page_table, prefix.length))
     x, kv = stack(cfg=cfg, dtype=self.dtype, param_dtype=self.param_dtype, init_std=self.init_std, mode=self.mode,
                   block_size=self.block_size, attn_impl=self.attn_impl, q_chunk=self.q_chunk,
-                  return_kv=self.return_kv, name="layers")(x, q_tok, pk, pv, meta)
+                  return_kv=self.return_kv, prefix_chunk=self.prefix_chunk, name="layers")(x, q_tok, pk, pv, meta)
     return rms_norm(x, final_norm, cfg.rms_norm_eps), (KV(*kv) if self.return_kv else None)

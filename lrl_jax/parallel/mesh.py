@@ -33,6 +33,10 @@ RULES = (
     ("seq", None),
 )
 
+# The rollout layout: weights whole on every data shard (split over `tensor` only), so each shard decodes its own
+# slots with no collective inside a forward but the tensor-parallel ones.
+ROLLOUT_RULES = tuple((name, None if name == "embed" else target) for name, target in RULES)
+
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:
   """Mesh over all devices; one axis may be -1 (= the devices left over)."""
@@ -74,6 +78,17 @@ def param_shardings(cfg: ModelConfig, params_shape, mesh: Mesh, rules=RULES):
   axes = param_axes(cfg)
   return jax.tree.map(lambda names, x: NamedSharding(mesh, fitted_spec(x.shape, names, mesh, rules)), axes,
                       params_shape, is_leaf=lambda a: isinstance(a, tuple))
+
+
+def rollout_shardings(cfg: ModelConfig, params_shape, mesh: Mesh):
+  """NamedSharding of every parameter in the rollout layout (replicated over data and fsdp, split over tensor)."""
+  return param_shardings(cfg, params_shape, mesh, ROLLOUT_RULES)
+
+
+def to_rollout(cfg: ModelConfig, params_shape, mesh: Mesh, dtype):
+  """A jitted reshard of params from the training layout to the rollout layout, cast to `dtype` in the same pass."""
+  return jax.jit(lambda p: jax.tree.map(lambda x: x.astype(dtype), p),
+                 out_shardings=rollout_shardings(cfg, params_shape, mesh))
 
 
 def opt_state_shardings(optimizer: optax.GradientTransformation, params_shape, p_shardings, mesh: Mesh):

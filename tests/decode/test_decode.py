@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from lrl_jax.decode import Decoder, DecodeConfig, DecodeError, engine
+from lrl_jax.decode import Decoder, DecodeConfig, DecodeError
 from lrl_jax.weights import load_checkpoint, tiny
 from tests.decode.reference import reference_decode
 from tests.model.reference import hf_model
@@ -115,13 +115,13 @@ def test_hand_computed_step_map_and_tpf(sharp):
 
 def test_no_recompile_after_warmup(sharp):
   cfg, params, _, _ = sharp
-  dec = Decoder(cfg, DecodeConfig(block_size=4, greedy=True, max_new_tokens=8), batch_size=4)
-  for length in (3, 7, 9):  # warm-up: prompt buckets of 4, 8 and 16 tokens
-    dec.generate(params, [[5] * length])
-  before = engine.decode._cache_size()
+  dec = Decoder(cfg, DecodeConfig(block_size=4, greedy=True, max_new_tokens=8), batch_size=4, max_prompt_len=16)
+  dec.warm_up(params)
+  programs = dec.scheduler.programs[2:]
+  before = [p._cache_size() for p in programs]
   for prompts in ([[5]], [[5, 6, 7, 8, 9, 10, 11]], PROMPTS, [[9] * 16, [4]], [[6] * 5] * 7):
     dec.generate(params, prompts, seed=len(prompts))
-  assert engine.decode._cache_size() == before  # compiled programs, not just traces
+  assert [p._cache_size() for p in programs] == before  # compiled programs, not just traces
 
 
 @pytest.mark.parametrize("kwargs,match", [({"strategy": "fastest"}, "strategy"), ({"block_size": 3}, "block_size"),

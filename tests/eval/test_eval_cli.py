@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lrl_jax import eval as eval_cli
-from lrl_jax.decode import Decoder, engine
+from lrl_jax.decode import Decoder
 from lrl_jax.evaluation.sweep import EvalError, load_checkpoint_plan, parse_y_max, resolve_dataset
 from lrl_jax.evaluation import report
 from lrl_jax.weights import tiny
@@ -110,7 +110,8 @@ def test_sampled_responses(checkpoints, tmp_path):
 
 
 def test_timed_decode_compiles_nothing(evaluated, checkpoints):
-  """After Decoder.warm_up, a bucket's first and later batches (fresh and reused KV cache) both hit the jit cache."""
+  """After Decoder.warm_up, decoding more prompts than slots (admissions, reads, releases, engine calls over
+  several page-table buckets) compiles nothing."""
   from lrl_jax.weights import load_params
 
   config = _config(checkpoint=checkpoints[0], thresholds=(0.9,))
@@ -119,9 +120,10 @@ def test_timed_decode_compiles_nothing(evaluated, checkpoints):
   decoder = Decoder(ckpt.cfg, ckpt.decode_configs[0], config.batch_size, ckpt.tokenizer)
   prompts = [[5] * n for n in (150, 160, 170, 180, 190, 200)]  # two batches in one bucket
   decoder.warm_up(params, prompts)
-  compiled = engine.decode._cache_size()
+  programs = decoder.scheduler.programs[2:]
+  compiled = [p._cache_size() for p in programs]
   decoder.generate(params, prompts)
-  assert engine.decode._cache_size() == compiled
+  assert [p._cache_size() for p in programs] == compiled
 
 
 def _fails(config, tmp_path, capsys, *fragments):

@@ -67,7 +67,8 @@ def test_tpu_fits_with_sharded_params(tmp_path):
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert plan["fits"] and plan["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
   programs = {p["name"]: p for p in plan["programs"]}
-  assert set(programs) == {"rollout/decode", "logp_old/ref", "micro_grads", "accumulate", "apply"}
+  assert set(programs) == {"rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads", "accumulate",
+                           "apply"}
   assert all(p["fits"] and p["error"] is None for p in programs.values())
   params = sharded_param_bytes(4)
   assert params < 0.3 * 4 * tiny_params()  # most of the model is split 4 ways
@@ -100,7 +101,7 @@ def test_gpu_does_not_fit_and_counts_flops(tmp_path):
   logp = flops["logp_old/ref"]["total"]
   assert 2 * (tiny_params() - 2 * table) * rows * length <= logp <= 1.2 * 2 * tiny_params() * rows * 2 * length
   assert flops["micro_grads"]["total"] > 2 * flops["logp_old/ref"]["total"]  # backward ~ 2x forward
-  assert flops["rollout/decode"]["dynamic_loops"] == 2  # blocks, denoising steps: counted at assumed trips
+  assert flops["rollout/engine"]["dynamic_loops"] == 1  # the engine's forward loop: counted at forwards_per_call
   assert plan["flops"]["seconds_at_40pct_mfu"] == pytest.approx(
       plan["flops"]["flops_per_step"] / (0.4 * 2 * 989e12))
 

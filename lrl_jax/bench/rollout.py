@@ -1,0 +1,191 @@
+"""Rollout benchmark: continuous batching against static batches, on a long-tailed workload, in one run.
+
+Workload: random-weight model, equal-length random prompts, per-request budgets of new tokens drawn log-normal
+(median `--median`, sigma `--sigma`, clipped to [1, max_new_tokens]); no stop ids, so every sequence decodes exactly
+its budget and every engine does the same useful work. Engines, each timed after a warm-up that compiles it:
+  static   the pre-engine behaviour, emulated with the same programs: batches of `--batch` requests, the next batch
+           only when the whole batch is done, every row decoding the batch's longest budget (the old engine had one
+           max_new_tokens per batch); only each request's own budget counts as useful tokens;
+  engine   continuous batching: `--batch` slots refilled as sequences finish, each with its own budget;
+  fused    the engine with commit fusion (one call commits block k and takes block k+1's first step);
+  torch    the PyTorch reference loop (`bench/torch_decode.py`) on static batches like `static`.
+Printed: tokens/s, useful fraction of slot-forwards (the slot-forwards that did work in `engine`, i.e. what the
+workload needs, over the slot-forwards each engine computed), model calls, KV pages at the peak against the tokens held, and
+ms per denoising forward with 64 cached positions at two slot capacities (the page walk reads what is filled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from lrl_jax import cli
+from lrl_jax.bench import shapes
+from lrl_jax.decode import Decoder, DecodeConfig
+from lrl_jax.errors import UserError
+from lrl_jax.model import PagedKV, forward, init_params
+
+PROG = "python -m lrl_jax.bench rollout"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  shapes.define_shape_flags(fv)
+  flags.DEFINE_integer("batch", 8, "slots (engine) / batch size (static, torch)", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("requests", 32, "sequences in the workload", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("block_size", 32, "block size", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("prompt_len", 64, "prompt tokens", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("max_new_tokens", 512, "budget cap", lower_bound=1, flag_values=fv)
+  flags.DEFINE_float("median", 96.0, "median budget of the log-normal", lower_bound=1.0, flag_values=fv)
+  flags.DEFINE_float("sigma", 1.0, "sigma of the log-normal", lower_bound=0.0, flag_values=fv)
+  flags.DEFINE_float("threshold", 0.9, "confidence threshold", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+  flags.DEFINE_integer("pool_tokens", 0, "engine KV pool in tokens (0: every slot full)", lower_bound=0,
+                       flag_values=fv)
+  flags.DEFINE_integer("forwards_per_call", 32, "engine forwards per call", lower_bound=1, flag_values=fv)
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "default: bfloat16 on GPU, else float32", flag_values=fv)
+  flags.DEFINE_enum("attn_impl", "auto", ["xla", "pallas", "auto"], "auto: pallas on GPU, xla elsewhere",
+                    flag_values=fv)
+  flags.DEFINE_list("engines", ["static", "engine", "fused", "torch"], "which to run", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "weights, prompts and budgets seed", flag_values=fv)
+
+
+def budgets(args) -> list[int]:
+  rng = np.random.default_rng(args.seed)
+  draws = np.exp(np.log(args.median) + args.sigma * rng.standard_normal(args.requests))
+  return np.clip(np.round(draws), 1, args.max_new_tokens).astype(int).tolist()
+
+
+def _decoder(cfg, dcfg, args, fuse=False):
+  return Decoder(cfg, dcfg, batch_size=args.batch, max_prompt_len=args.prompt_len, pool_tokens=args.pool_tokens or None,
+                 fuse=fuse, forwards_per_call=args.forwards_per_call)
+
+
+def run_engine(cfg, dcfg, params, prompts, budget, args, fuse=False) -> dict:
+  dec = _decoder(cfg, dcfg, args, fuse)
+  dec.warm_up(params)
+  dec.generate(params, prompts[:args.batch], max_new_tokens=budget[:args.batch])  # first use of every program
+  dec.scheduler.stats = type(dec.stats)()
+  start = time.perf_counter()
+  records = dec.generate(params, prompts, max_new_tokens=budget)
+  seconds = time.perf_counter() - start
+  st = dec.stats
+  return dict(seconds=seconds, tokens=sum(len(r["response_ids"]) for r in records), busy=st.busy, rows=st.rows,
+              calls=st.forwards, peak_pages=st.peak_pages, held=st.peak_tokens_held,
+              page=dec.scheduler.shape.page_size, records=records)
+
+
+def run_static(cfg, dcfg, params, prompts, budget, args) -> dict:
+  """Batches run to their longest budget before the next starts; each request counts only its own budget."""
+  dec = _decoder(cfg, dcfg, args)
+  dec.warm_up(params)
+  dec.generate(params, prompts[:args.batch])
+  dec.scheduler.stats = type(dec.stats)()
+  start = time.perf_counter()
+  for lo in range(0, len(prompts), args.batch):
+    part = prompts[lo:lo + args.batch]
+    dec.generate(params, part, max_new_tokens=[max(budget[lo:lo + args.batch])] * len(part))
+  seconds = time.perf_counter() - start
+  st = dec.stats
+  return dict(seconds=seconds, tokens=sum(budget), rows=st.rows, calls=st.forwards, peak_pages=st.peak_pages,
+              held=st.peak_tokens_held, page=dec.scheduler.shape.page_size)
+
+
+def run_torch(cfg, dcfg, params, prompts, budget, args) -> dict:
+  import torch
+
+  from lrl_jax.bench import torch_decode
+  model = torch_decode.hf_model(params, cfg, getattr(torch, dcfg.dtype),
+                                "cuda" if torch.cuda.is_available() else "cpu")
+  kwargs = dict(block_size=dcfg.block_size, steps=dcfg.num_steps, strategy=dcfg.strategy, threshold=dcfg.threshold,
+                stop_ids=(), mask_id=cfg.mask_token_id, entropy_budget=dcfg.entropy_budget)
+  batch = lambda lo: np.asarray(prompts[lo:lo + args.batch], np.int64)
+  torch_decode.decode(model, batch(0), max_new_tokens=args.block_size, **kwargs)  # warm-up
+  start, tokens, calls = time.perf_counter(), 0, 0
+  for lo in range(0, len(prompts), args.batch):
+    need = budget[lo:lo + args.batch]
+    out = torch_decode.decode(model, batch(lo), max_new_tokens=max(need), **kwargs)
+    tokens, calls = tokens + sum(need), calls + out["calls"]
+  return dict(seconds=time.perf_counter() - start, tokens=tokens, rows=calls * args.batch, calls=calls,
+              peak_pages=0, held=0, page=0)
+
+
+def forward_ms(cfg, dcfg, params, capacity: int, filled: int = 64, batch: int = 8, reps: int = 5) -> float:
+  """Median ms of one denoising forward (a block against `filled` cached positions of each row) when each slot can
+  hold `capacity` positions: the engine gathers the page-table bucket of what is filled, whatever the capacity."""
+  page = dcfg.block_size
+  slot_pages = -(-capacity // page)
+  pool = jnp.zeros((cfg.num_layers, batch * slot_pages, page, cfg.num_kv_heads, cfg.head_dim), jnp.dtype(dcfg.dtype))
+  dec = Decoder(cfg, dataclasses.replace(dcfg, max_new_tokens=capacity), batch_size=1, max_prompt_len=1)
+  bucket = dec.scheduler._bucket(-(-filled // page))
+  table = (jnp.arange(batch)[:, None] * slot_pages + jnp.arange(bucket)[None]).astype(jnp.int32)
+  prefix = PagedKV(pool, pool, table, jnp.full((batch,), filled, jnp.int32))
+  pos = filled + jnp.arange(dcfg.block_size)[None].repeat(batch, 0)
+  tokens = jnp.zeros_like(pos)
+  call = jax.jit(lambda p, t, x: forward(p, cfg, t, pos, dtype=jnp.dtype(dcfg.dtype), attn_impl=dcfg.attn_impl,
+                                         prefix=x)[0])
+  jax.block_until_ready(call(params, tokens, prefix))
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(call(params, tokens, prefix))
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def run(args) -> int:
+  cfg = shapes.model_config(args)
+  on_gpu = jax.default_backend() == "gpu"
+  dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
+  dcfg = DecodeConfig(block_size=args.block_size, threshold=args.threshold, greedy=True,
+                      max_new_tokens=args.max_new_tokens, dtype=dtype, attn_impl=args.attn_impl).validate()
+  params = init_params(cfg, jax.random.key(args.seed), jnp.dtype(dtype))
+  rng = np.random.default_rng(args.seed + 1)
+  prompts = rng.integers(0, cfg.vocab_size - 1, (args.requests, args.prompt_len)).tolist()
+  budget = budgets(args)
+  print(f"rollout bench: {shapes.shape_name(args)} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {dtype}, "
+        f"random weights, greedy θ={args.threshold}, block {args.block_size}; {args.requests} requests, prompt "
+        f"{args.prompt_len}, budgets log-normal(median {args.median:g}, σ {args.sigma:g}) clipped to "
+        f"[1, {args.max_new_tokens}]: min {min(budget)}, median {int(np.median(budget))}, max {max(budget)}, total "
+        f"{sum(budget)}; batch/slots {args.batch}")
+  print(f"device: {jax.default_backend()} ({jax.devices()[0].device_kind})")
+  runners = {"static": lambda: run_static(cfg, dcfg, params, prompts, budget, args),
+             "engine": lambda: run_engine(cfg, dcfg, params, prompts, budget, args),
+             "fused": lambda: run_engine(cfg, dcfg, params, prompts, budget, args, fuse=True),
+             "torch": lambda: run_torch(cfg, dcfg, params, prompts, budget, args)}
+  unknown = [e for e in args.engines if e not in runners]
+  if unknown:
+    raise UserError(f"--engines: unknown engine {unknown[0]!r}; choose from {sorted(runners)}")
+  results = {name: runners[name]() for name in args.engines}
+  needed = results["engine"]["busy"] if "engine" in results else None  # slot-forwards the workload needs
+  for r in results.values():
+    r["useful"] = needed / r["rows"] if needed is not None else float("nan")
+  kv_token = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(dtype).itemsize
+  print("| engine | seconds | tokens | tokens/s | useful slot-forwards | model calls | peak KV MB (pages) | "
+        "KV MB of tokens held |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  for name, r in results.items():
+    print(f"| {name} | {r['seconds']:.2f} | {r['tokens']} | {r['tokens'] / r['seconds']:.1f} | "
+          f"{100 * r['useful']:.1f}% | {r['calls']} | {r['peak_pages'] * r['page'] * kv_token / 1e6:.2f} | "
+          f"{r['held'] * kv_token / 1e6:.2f} |")
+  tps = {name: r["tokens"] / r["seconds"] for name, r in results.items()}
+  for base in ("static", "torch"):
+    for name in ("engine", "fused"):
+      if base in tps and name in tps:
+        print(f"{name} / {base} tokens/s: {tps[name] / tps[base]:.2f}x")
+  if "engine" in results and "fused" in results:
+    same = results["engine"]["records"] == results["fused"]["records"]
+    print(f"commit fusion: {results['fused']['calls']} model calls vs {results['engine']['calls']} "
+          f"({1 - results['fused']['calls'] / max(results['engine']['calls'], 1):.1%} fewer), records identical: {same}")
+  small, large = forward_ms(cfg, dcfg, params, 256), forward_ms(cfg, dcfg, params, 8192)
+  print(f"denoising forward, batch 8, 64 cached positions: {small:.2f} ms at 256-token slots, {large:.2f} ms at "
+        f"8192-token slots ({large / small:.2f}x)")
+  return 0
+
+
+def main(argv: list[str]) -> int:
+  return cli.run(define_flags, lambda fv: run(cli.namespace(fv)), argv, PROG, __doc__)

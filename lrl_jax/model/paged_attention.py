@@ -1,0 +1,98 @@
+"""Attention of a decoding call: its own window of tokens (SPEC §3 rule) plus a paged prefix, merged by log-sum-exp.
+
+A decoding call's queries see their own window under `masks.allowed` and every cached position of their row (the
+clean blocks before the window: all visible). The window part is a small dense softmax; the prefix part walks the
+row's pages in fixed chunks of `chunk_pages` with an online softmax, so it reads only the pages a call gathers
+(`page_table` columns: a bucket of the longest row) and a row's result depends only on its own pages: chunks past its
+length are exact identities of the merge. `prefix_impl="pallas"` reads pages through the page table in a kernel
+(`model/pallas_paged.py`) instead of gathering them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lrl_jax.model import masks
+
+_NEG = -1e30
+
+
+class Partial(NamedTuple):
+  """Unnormalised softmax state per query row: acc [b, t, kh, g, d], running max m and sum l [b, t, kh, g]."""
+  acc: jax.Array
+  m: jax.Array
+  l: jax.Array
+
+
+def _grouped(q: jax.Array, kv_heads: int) -> jax.Array:
+  """q [b, t, h, d] → [b, t, kh, g, d] float32, scaled by head_dim**-0.5."""
+  b, t, h, d = q.shape
+  return (q.astype(jnp.float32) * d ** -0.5).reshape(b, t, kv_heads, h // kv_heads, d)
+
+
+def merge(state: Partial, scores: jax.Array, allow: jax.Array, v: jax.Array) -> Partial:
+  """Fold keys with scores [b, t, kh, g, s] (allowed where `allow` broadcasts True) and values v [b, s, kh, d]."""
+  scores = jnp.where(allow, scores, _NEG)
+  m = jnp.maximum(state.m, scores.max(-1))
+  p = jnp.where(allow, jnp.exp(scores - m[..., None]), 0.0)
+  corr = jnp.exp(state.m - m)
+  acc = corr[..., None] * state.acc + jnp.einsum("btkgs,bskd->btkgd", p, v.astype(jnp.float32))
+  return Partial(acc, m, corr * state.l + p.sum(-1))
+
+
+def window_partial(q, k, v, q_tok: masks.Tokens, mode: str, block_size: int | None) -> Partial:
+  """The call's own keys: q [b, t, h, d], k/v [b, t, kh, d] under the mode rule → Partial."""
+  qg = _grouped(q, k.shape[2])
+  b, t, kh, g, d = qg.shape
+  scores = jnp.einsum("btkgd,bskd->btkgs", qg, k.astype(jnp.float32))
+  allow = masks.allowed(q_tok, q_tok, mode, block_size)[:, :, None, None, :]  # [b, t, 1, 1, s]
+  empty = Partial(jnp.zeros((b, t, kh, g, d), jnp.float32), jnp.full((b, t, kh, g), _NEG, jnp.float32),
+                  jnp.zeros((b, t, kh, g), jnp.float32))
+  return merge(empty, scores, allow, v)
+
+
+def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, chunk_pages: int) -> Partial:
+  """Fold in every cached position < length[b] of each row, read from its pages in chunks of `chunk_pages`.
+
+  q [b, t, h, d]; pool_k/pool_v [pages, page, kh, d]; page_table [b, n] (n a multiple of chunk_pages, or smaller).
+  """
+  b, n = page_table.shape
+  page = pool_k.shape[1]
+  chunk = min(chunk_pages, n)
+  if n % chunk:
+    raise ValueError(f"page-table width {n} is not a multiple of the chunk of {chunk} pages")
+  qg = _grouped(q, pool_k.shape[2])
+
+  def fold(state, i):
+    pages = jax.lax.dynamic_slice_in_dim(page_table, i * chunk, chunk, axis=1)  # [b, chunk]
+    k = pool_k[pages].reshape(b, chunk * page, *pool_k.shape[2:])
+    v = pool_v[pages].reshape(b, chunk * page, *pool_v.shape[2:])
+    slot = i * chunk * page + jnp.arange(chunk * page)
+    allow = (slot[None, :] < length[:, None])[:, None, None, None, :]
+    scores = jnp.einsum("btkgd,bskd->btkgs", qg, k.astype(jnp.float32))
+    return merge(state, scores, allow, v), None
+
+  state, _ = jax.lax.scan(fold, state, jnp.arange(n // chunk))
+  return state
+
+
+def finish(state: Partial, dtype) -> jax.Array:
+  """acc / l as [b, t, h, d] in dtype; rows that saw no key give zeros."""
+  b, t, kh, g, d = state.acc.shape
+  out = state.acc / jnp.where(state.l > 0, state.l, 1.0)[..., None]
+  return out.reshape(b, t, kh * g, d).astype(dtype)
+
+
+def attend(q, k, v, q_tok: masks.Tokens, pool_k, pool_v, page_table, length, mode: str, block_size: int | None,
+           chunk_pages: int = 8, prefix_impl: str = "xla") -> jax.Array:
+  """Decoding-call attention: own window [b, t] + the paged prefix of each row → [b, t, h, d] in q's dtype."""
+  state = window_partial(q, k, v, q_tok, mode, block_size)
+  if prefix_impl == "pallas":
+    from lrl_jax.model import pallas_paged
+    state = pallas_paged.prefix_partial(state, q, pool_k, pool_v, page_table, length)
+  else:
+    state = prefix_partial(state, q, pool_k, pool_v, page_table, length, chunk_pages)
+  return finish(state, q.dtype)

@@ -1,0 +1,81 @@
+"""Pallas (GPU, Triton) paged-prefix attention: each row's queries against only the KV pages its page table lists.
+
+One program per (row, kv head) holds the G = heads/kv_heads query heads of the call's t queries as [t*G, d] rows
+(GQA packing: one page read serves all G heads). It walks pages 0 .. ceil(length/page)-1 of its row, reading each
+page id from the page table, with an online softmax (float32 max/sum/accumulator), so a row costs what it holds,
+not what the pool or the page-table bucket could hold. It returns the unnormalised state (acc, max, sum), which
+`paged_attention` merges with the call's own-window attention. Forward only (decoding). On CPU it runs interpreted.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from lrl_jax.model.paged_attention import Partial
+
+_NEG = -1e30
+_MIN_ROWS = 16  # Triton's smallest dot operand dimension
+
+
+def _kernel(length_ref, table_ref, q_ref, k_ref, v_ref, acc_ref, m_ref, l_ref, *, page: int):
+  """q_ref [rows, d] (scaled); k/v refs: the whole pool [pages, page, kh, d]; writes acc [rows, d], m/l [rows]."""
+  rows, d = q_ref.shape
+  q = q_ref[...]
+  length = length_ref[()]
+  h = pl.program_id(1)
+
+  def body(i, carry):
+    acc, m, l = carry
+    pid = table_ref[i]
+    k = k_ref[pid, :, h, :].astype(jnp.float32)  # [page, d]
+    v = v_ref[pid, :, h, :].astype(jnp.float32)
+    slot = i * page + jnp.arange(page)
+    allow = (slot < length)[None, :]
+    s = jnp.where(allow, pltriton.dot(q, k, trans_b=True), _NEG)
+    m_new = jnp.maximum(m, s.max(axis=1))
+    p = jnp.where(allow, jnp.exp(s - m_new[:, None]), 0.0)
+    corr = jnp.exp(m - m_new)
+    return corr[:, None] * acc + pltriton.dot(p, v), m_new, corr * l + p.sum(axis=1)
+
+  init = (jnp.zeros((rows, d), jnp.float32), jnp.full((rows,), _NEG, jnp.float32), jnp.zeros((rows,), jnp.float32))
+  acc, m, l = jax.lax.fori_loop(0, (length + page - 1) // page, body, init)
+  acc_ref[...], m_ref[...], l_ref[...] = acc, m, l
+
+
+def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, *, interpret: bool | None = None) -> Partial:
+  """`paged_attention.prefix_partial` through the kernel: q [b, t, h, d], pool [pages, page, kh, d],
+  page_table [b, n] int32, length [b] int32 → state merged with every row's cached positions."""
+  if interpret is None:
+    interpret = jax.default_backend() == "cpu"
+  b, t, h, d = q.shape
+  page, kh = pool_k.shape[1], pool_k.shape[2]
+  g = h // kh
+  rows = max(_MIN_ROWS, pl.next_power_of_2(t * g))
+  qp = (q.astype(jnp.float32) * d ** -0.5).reshape(b, t, kh, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, d)
+  qp = jnp.pad(qp, ((0, 0), (0, 0), (0, rows - t * g), (0, 0)))  # [b, kh, rows, d]
+  n = page_table.shape[1]
+  pool_spec = pl.BlockSpec(pool_k.shape, lambda i, j: (0, 0, 0, 0))
+  acc, m, l = pl.pallas_call(
+      functools.partial(_kernel, page=page),
+      grid=(b, kh),
+      in_specs=[pl.BlockSpec((None,), lambda i, j: (i,)), pl.BlockSpec((None, n), lambda i, j: (i, 0)),
+                pl.BlockSpec((None, None, rows, d), lambda i, j: (i, j, 0, 0)), pool_spec, pool_spec],
+      out_specs=[pl.BlockSpec((None, None, rows, d), lambda i, j: (i, j, 0, 0)),
+                 pl.BlockSpec((None, None, rows), lambda i, j: (i, j, 0)),
+                 pl.BlockSpec((None, None, rows), lambda i, j: (i, j, 0))],
+      out_shape=[jax.ShapeDtypeStruct((b, kh, rows, d), jnp.float32),
+                 jax.ShapeDtypeStruct((b, kh, rows), jnp.float32), jax.ShapeDtypeStruct((b, kh, rows), jnp.float32)],
+      compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=2),
+      interpret=interpret,
+      name="paged_prefix_attention",
+  )(length.astype(jnp.int32), page_table.astype(jnp.int32), qp, pool_k, pool_v)
+  unpack = lambda a: a[:, :, :t * g].reshape(b, kh, t, g, *a.shape[3:]).swapaxes(1, 2)  # [b, t, kh, g, ...]
+  acc, m, l = unpack(acc), unpack(m), unpack(l)
+  top = jnp.maximum(state.m, m)
+  ca, cb = jnp.exp(state.m - top), jnp.exp(m - top)
+  return Partial(ca[..., None] * state.acc + cb[..., None] * acc, top, ca * state.l + cb * l)
