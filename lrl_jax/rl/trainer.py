@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from lrl_jax import wiring
 from lrl_jax.checkpoints import FINAL_DIR, MODEL_FILES_DIR, Checkpoints
@@ -29,7 +30,7 @@ from lrl_jax.evaluation import aup as aup_lib
 from lrl_jax.parallel import mesh as mesh_lib
 from lrl_jax.rewards import Judge, JudgeConfig, is_truncated
 from lrl_jax.rl import batch as batch_lib
-from lrl_jax.rl import guards, layout, losses, optim, refill, shaping, step as step_lib
+from lrl_jax.rl import guards, layout, losses, optim, refill, rollout, shaping, step as step_lib
 from lrl_jax.rl.warm_start import warm_start
 from lrl_jax.weights import load_checkpoint, write_hf_dir, write_orbax_dir
 
@@ -73,7 +74,10 @@ class Trainer:
     r = config.rollout
     self.sc = step_lib.StepConfig(cfg, self.loss_cfg, config.rl.train_block_size or r.block_size, config.model.dtype,
                                   config.model.remat, config.model.q_chunk)
-    self.decoder = Decoder(cfg, wiring.rollout_decode_config(config, stops), r.batch_size, tok)
+    self.max_prompt_len = r.max_prompt_len or max(len(p) for p in self.train_prompts + self.eval_prompts)
+    self.decoder = self._decoder(wiring.rollout_decode_config(config, stops), r.batch_size)
+    self.to_rollout = mesh_lib.to_rollout(cfg, shapes, self.mesh, jnp.dtype(self.decoder.dcfg.dtype))
+    self._eval_decoders: dict[float, Decoder] = {}
     self.step, self.start_eval, self.wall = 0, None, 0.0
     self.checkpoints = Checkpoints(workdir, config.train.keep_last, config.train.keep_every)
     try:
@@ -144,9 +148,35 @@ class Trainer:
     self.judge.close()
 
   # ---- rollouts and rewards ------------------------------------------------------------------------------------
+  def _decoder(self, dcfg, slots: int) -> Decoder:
+    """An engine with the run's rollout settings; slots and KV pages are split over the mesh's data axes."""
+    r = self.config.rollout
+    return Decoder(self.cfg, dcfg, slots, self.tokenizer, max_prompt_len=self.max_prompt_len,
+                   pool_tokens=r.pool_tokens or None, page_size=r.page_size or None, fuse=r.fuse_commit,
+                   forwards_per_call=r.forwards_per_call, mesh=self.mesh)
+
   def compute_params(self, params=None):
-    dtype = jnp.dtype(self.decoder.dcfg.dtype)
-    return jax.tree.map(lambda x: x.astype(dtype), self.params if params is None else params)
+    """The policy in the rollout layout (compute dtype, replicated over the data axes, split over tensor)."""
+    return self.to_rollout(self.params if params is None else params)
+
+  def _rollout(self, prompts, data, seed: int, timings: dict) -> rollout.Rollout:
+    """Reshard the policy, then decode and judge (overlapped); fills timing metrics."""
+    t = time.perf_counter()
+    params = jax.block_until_ready(self.compute_params())
+    timings["time_reshard"] = timings.get("time_reshard", 0.0) + time.perf_counter() - t
+    bar = tqdm(total=len(prompts), desc="rollout", unit="seq", leave=False, disable=not self.config.train.progress)
+
+    def progress(info):
+      bar.n = info["finished"]
+      bar.set_postfix(live=info["live"], queued=info["queued"], tok_s=f"{info['tokens'] / max(info['seconds'], 1e-9):.0f}")
+
+    try:
+      out = rollout.decode_and_judge(self.decoder, params, prompts, data, self.judge, seed, progress)
+    finally:
+      bar.close()
+    for k, v in out.timings.items():
+      timings[k] = timings.get(k, 0.0) + v
+    return out
 
   def score(self, records: list[dict], data: list) -> np.ndarray:
     """Correctness [n] (float; code: pass rate) of responses; truncated responses are wrong (SPEC §7.2)."""
@@ -160,9 +190,10 @@ class Trainer:
     (accuracy %, TPF as a ratio of sums, ...); the first threshold's accuracy and TPF are the headline."""
     points = []
     for th in thresholds:
-      dcfg = wiring.rollout_decode_config(self.config, self.stops, greedy=True, threshold=th)
-      dec = Decoder(self.cfg, dcfg, self.config.eval.batch_size, self.tokenizer)
-      records = dec.generate(self.compute_params(params), self.eval_prompts)
+      if th not in self._eval_decoders:
+        dcfg = wiring.rollout_decode_config(self.config, self.stops, greedy=True, threshold=th)
+        self._eval_decoders[th] = self._decoder(dcfg, self.config.eval.batch_size)
+      records = self._eval_decoders[th].generate(self.compute_params(params), self.eval_prompts)
       correct = self.score(records, self.eval_records) >= 1.0
       summary = aggregate.summarize([
           {"correct": bool(ok), "response_length": len(r["response_ids"]), "num_forwards": r["num_forwards"],
@@ -179,13 +210,11 @@ class Trainer:
     prompts = [self.train_prompts[i] for i in idx for _ in range(g)]
     data = [self.train_records[i] for i in idx for _ in range(g)]
     group = np.repeat(np.arange(n), g)
-    records = self.decoder.generate(self.compute_params(), prompts, seed=c.seed * 1_000_003 + self.step,
-                                    with_logprobs=True)
+    records, correct, _ = self._rollout(prompts, data, c.seed * 1_000_003 + self.step, timings)
     self.maybe_kill("rollout")
     timings["time_rollout"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    correct = self.score(records, data)
     tpf = np.asarray([len(r["response_ids"]) / max(r["num_forwards"], 1) for r in records])
     if c.rl.resample_filtered:  # accept-reject refill of filtered groups (rl/refill.py); time_reward includes it
       t = time.perf_counter()
@@ -210,11 +239,10 @@ class Trainer:
     idx = self.sampler.next(num)
     prompts = [self.train_prompts[i] for i in idx for _ in range(g)]
     data = [self.train_records[i] for i in idx for _ in range(g)]
-    records = self.decoder.generate(self.compute_params(), prompts,
-                                    seed=refill.rollout_seed(self.config.seed, self.step, round_index),
-                                    with_logprobs=True)
+    records, correct, _ = self._rollout(prompts, data, refill.rollout_seed(self.config.seed, self.step, round_index),
+                                        {})
     tpf = np.asarray([len(r["response_ids"]) / max(r["num_forwards"], 1) for r in records])
-    return refill.Round(np.repeat(np.arange(num), g), records, data, self.score(records, data), tpf)
+    return refill.Round(np.repeat(np.arange(num), g), records, data, correct, tpf)
 
   def _update(self, records, advantages, correct, timings) -> dict[str, float]:
     """logp_old/ref once, then one pass of accumulated optimizer updates over the kept rows."""

@@ -1,0 +1,78 @@
+"""One step's rollouts: decode with the engine and judge each record as soon as its sequence finishes.
+
+Records stream out of the engine in finishing order; a judging thread scores them in whatever batches have piled up
+(the judge's worker processes do the work), so judging overlaps decoding instead of following it. The timings say
+how much: decode seconds, judge seconds, and the wait for the judge after the last record.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from lrl_jax.rewards import is_truncated
+
+_END = None
+
+
+class Rollout(NamedTuple):
+  """Records (prompt order), correctness [n] (code: pass rate) and the step's timing metrics."""
+  records: list[dict[str, Any]]
+  correct: np.ndarray
+  timings: dict[str, float]
+
+
+def _judge_loop(judge, data: Sequence, max_new: int, inbox: "queue.Queue", scores: np.ndarray, busy: list[float],
+                errors: list[BaseException]) -> None:
+  """Score (index, record) items from `inbox` in the batches that have piled up, until the end marker."""
+  done = False
+  while not done:
+    batch = [inbox.get()]
+    while not inbox.empty():
+      batch.append(inbox.get_nowait())
+    done = batch[-1] is _END
+    batch = [item for item in batch if item is not _END]
+    if not batch or errors:
+      continue
+    start = time.perf_counter()
+    try:
+      results = judge.score([data[i] for i, _ in batch], [r["text"] for _, r in batch],
+                            [is_truncated(len(r["response_ids"]), max_new) for _, r in batch])
+    except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+      errors.append(e)
+      continue
+    for (i, _), res in zip(batch, results):
+      scores[i] = res["pass_rate"]
+    busy[0] += time.perf_counter() - start
+
+
+def decode_and_judge(decoder, params, prompts: Sequence[Sequence[int]], data: Sequence, judge, seed: int,
+                     on_progress: Callable[[dict], None] | None = None) -> Rollout:
+  """Decode `prompts` (prompt i on stream i of `seed`) and judge every record against `data[i]` while decoding."""
+  n = len(prompts)
+  records: list[dict[str, Any] | None] = [None] * n
+  scores = np.zeros(n, np.float64)
+  inbox: queue.Queue = queue.Queue()
+  busy, errors = [0.0], []
+  worker = threading.Thread(target=_judge_loop, args=(judge, data, decoder.dcfg.max_new_tokens, inbox, scores, busy,
+                                                      errors), daemon=True)
+  worker.start()
+  start = time.perf_counter()
+  try:
+    for i, record in decoder.stream(params, prompts, seed=seed, with_logprobs=True, on_progress=on_progress):
+      records[i] = record
+      inbox.put((i, record))
+  finally:
+    inbox.put(_END)
+    decoded = time.perf_counter()
+    worker.join()
+  if errors:
+    raise errors[0]
+  waited = time.perf_counter() - decoded
+  timings = {"time_decode": decoded - start, "time_judge": busy[0], "time_judge_wait": waited,
+             "judge_overlap": 1.0 - waited / busy[0] if busy[0] > 0 else 1.0}
+  return Rollout(records, scores, timings)
