@@ -47,9 +47,14 @@ def _local_rows(rows, slots_per_shard: int):
   return jnp.where((local >= 0) & (local < slots_per_shard), local, slots_per_shard)
 
 
+def kv_split(cfg: ModelConfig, mesh) -> bool:
+  """Whether KV pages keep their kv heads split over `tensor` (as the tensor-parallel attention computes them)."""
+  return mesh.shape["tensor"] > 1 and cfg.num_kv_heads % mesh.shape["tensor"] == 0
+
+
 def init_state(cfg: ModelConfig, shape: slots_lib.EngineShape, dtype, mesh):
   """Empty slots and a full free stack per shard, placed shard by shard on the mesh."""
-  p = for_mesh(mesh)
+  p = for_mesh(mesh, kv_split(cfg, mesh))
   make = lambda: (slots_lib.init_slots(shape), slots_lib.init_pool(cfg, shape, dtype))
   return jax.jit(make, out_shardings=(p.slots, p.pool))()
 
@@ -65,11 +70,13 @@ class Programs(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def for_mesh(mesh) -> Programs:
+def for_mesh(mesh, kv_tensor: bool = False) -> Programs:
   """Build (once per mesh) the programs; each output is placed exactly like the state it replaces, so the same
-  compiled program serves every call."""
+  compiled program serves every call. `kv_tensor`: pages keep kv heads split over `tensor` (`kv_split`), so the
+  pool is never gathered."""
   named = lambda tree: jax.tree.map(lambda s: NamedSharding(mesh, s), tree)
-  slots_s, pool_s, stats_s = named(SLOTS), named(POOL), named(STATS)
+  kv = P(None, DATA, None, "tensor") if kv_tensor else P(None, DATA)
+  slots_s, pool_s, stats_s = named(SLOTS), named(POOL._replace(k=kv, v=kv)), named(STATS)
   rows_s = named(slots_lib.Rows(*([P()] * len(slots_lib.Rows._fields))))
 
   def run(params, slots, pool, max_forwards, queued, *, cfg, dcfg, shape, bucket):

@@ -96,7 +96,7 @@ class Scheduler:
       raise DecodeError(f"engine shape has {shape.shards} shards, the mesh's data axes {programs.shards(self.mesh)}")
     self.cfg, self.dcfg, self.shape, self.forwards_per_call = cfg, dcfg, shape, forwards_per_call
     self.total = shape.shards * shape.slots
-    self.programs = programs.for_mesh(self.mesh)
+    self.programs = programs.for_mesh(self.mesh, programs.kv_split(cfg, self.mesh))
     self._slots = self._pool = None
     self.stats = RunStats()
 

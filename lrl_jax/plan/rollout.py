@@ -41,7 +41,7 @@ def engine_programs_for(s: Setup, slots: int) -> list[Program]:
     dcfg = dataclasses.replace(dcfg, attn_impl="pallas" if gpu else "xla")
   dtype = jnp.dtype(dcfg.dtype)
   shape = engine_shape(s, slots)
-  prog = engine_programs.for_mesh(s.mesh)
+  prog = engine_programs.for_mesh(s.mesh, engine_programs.kv_split(cfg, s.mesh))
   f32 = s.state["params"]
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), f32)
   rollout_params = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, dtype, sharding=sh), f32,
