@@ -53,19 +53,20 @@ class LossWeights(NamedTuple):
 
 
 def reduction_weights(token_mask: np.ndarray, row_to_seq: np.ndarray, mode: str,
-                      num_sequences: int | None = None) -> np.ndarray:
+                      num_sequences: int | None = None, num_tokens: int | None = None) -> np.ndarray:
   """Per-token weights [rows, seq] float32 turning a weighted sum into the batch mean of `mode`.
 
-  token: 1 / (scored tokens in the batch). sequence: 1 / (num_sequences * scored tokens of the token's sequence over
-  all its rows); num_sequences defaults to the number of sequences with a scored token. Pad rows (row_to_seq < 0)
-  must have no scored token. An empty mask gives zeros.
+  token: 1 / (num_tokens, default the scored tokens in the batch). sequence: 1 / (num_sequences * scored tokens of
+  the token's sequence over all its rows); num_sequences defaults to the number of sequences with a scored token.
+  (Give both when the batch is split over processes: its totals.) Pad rows (row_to_seq < 0) must have no scored
+  token. An empty mask gives zeros.
   """
   mask = np.asarray(token_mask, bool)
   row_to_seq = np.asarray(row_to_seq)
   if mask[row_to_seq < 0].any():
     raise ValueError("pad rows (row_to_seq < 0) must not have scored tokens")
   if mode == "token":
-    per_row_count = np.full(mask.shape[0], max(mask.sum(), 1), np.float64)
+    per_row_count = np.full(mask.shape[0], max(mask.sum() if num_tokens is None else num_tokens, 1), np.float64)
   elif mode == "sequence":
     seq = np.maximum(row_to_seq, 0)
     seq_tokens = np.bincount(seq, mask.sum(axis=1).astype(np.float64), minlength=seq.max(initial=0) + 1)
@@ -78,13 +79,18 @@ def reduction_weights(token_mask: np.ndarray, row_to_seq: np.ndarray, mode: str,
 
 
 def loss_weights(token_mask: np.ndarray, row_to_seq: np.ndarray, correct: np.ndarray, cfg: LossConfig,
-                 num_sequences: int | None = None) -> LossWeights:
-  """All three terms' weights over the whole accumulated batch; NLL only over rows whose `correct` [rows] is 1."""
+                 num_sequences: int | None = None, totals: tuple[int, int, int, int] | None = None) -> LossWeights:
+  """All three terms' weights over the whole accumulated batch; NLL only over rows whose `correct` [rows] is 1.
+
+  `totals` = (scored tokens, sequences, NLL tokens, NLL sequences) of the whole accumulated batch when these rows
+  are only part of it (a multi-process run: rl/batch.totals summed over processes).
+  """
   mask = np.asarray(token_mask, bool)
   nll_mask = mask & (np.asarray(correct) > 0.5)[:, None]
-  return LossWeights(reduction_weights(mask, row_to_seq, cfg.policy_reduction, num_sequences),
-                     reduction_weights(mask, row_to_seq, cfg.kl_reduction, num_sequences),
-                     reduction_weights(nll_mask, row_to_seq, cfg.nll_reduction))
+  tokens, sequences, nll_tokens, nll_sequences = totals if totals is not None else (None, num_sequences, None, None)
+  return LossWeights(reduction_weights(mask, row_to_seq, cfg.policy_reduction, sequences, tokens),
+                     reduction_weights(mask, row_to_seq, cfg.kl_reduction, sequences, tokens),
+                     reduction_weights(nll_mask, row_to_seq, cfg.nll_reduction, nll_sequences, nll_tokens))
 
 
 def kl_penalty(logp: jnp.ndarray, logp_ref: jnp.ndarray, estimator: str) -> jnp.ndarray:

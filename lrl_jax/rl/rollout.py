@@ -2,7 +2,9 @@
 
 Records stream out of the engine in finishing order; a judging thread scores them in whatever batches have piled up
 (the judge's worker processes do the work), so judging overlaps decoding instead of following it. The timings say
-how much: decode seconds, judge seconds, and the wait for the judge after the last record.
+how much: decode seconds, judge seconds, and the wait for the judge after the last record. In a multi-process run
+each process decodes and judges its own share; `gather` then gives every process the step's responses in order
+(the full record only where it was decoded).
 """
 
 from __future__ import annotations
@@ -24,6 +26,31 @@ class Rollout(NamedTuple):
   records: list[dict[str, Any]]
   correct: np.ndarray
   timings: dict[str, float]
+
+
+class Response(NamedTuple):
+  """One response of the step as every process knows it; `record` only on the process that decoded it."""
+  length: int  # response tokens through the first stop (what TPF counts)
+  forwards: int  # denoising forwards it took
+  truncated: bool
+  row_length: int  # prompt + decoded tokens: the length of its training rows
+  record: dict[str, Any] | None
+
+
+def _summary(record: dict[str, Any]) -> tuple[int, int, bool, int]:
+  return (len(record["response_ids"]), int(record["num_forwards"]), bool(record["truncated"]),
+          len(record["prompt_ids"]) + len(record["decoded_ids"]))
+
+
+def gather(local: Rollout, allgather: Callable[[Any], list], me: int = 0) -> tuple[list[Response], np.ndarray]:
+  """(responses [n], correctness [n]) of every process's share in process order; `allgather` exchanges each
+  process's summaries and scores exactly (multihost.allgather), `me` is this process's index."""
+  parts = allgather(([_summary(r) for r in local.records], local.correct))
+  responses: list[Response] = []
+  for p, (summaries, _) in enumerate(parts):
+    records = local.records if p == me else [None] * len(summaries)
+    responses += [Response(*s, record=r) for s, r in zip(summaries, records)]
+  return responses, np.concatenate([np.asarray(c, np.float64) for _, c in parts])
 
 
 def _judge_loop(judge, data: Sequence, max_new: int, inbox: "queue.Queue", scores: np.ndarray, busy: list[float],
@@ -51,9 +78,14 @@ def _judge_loop(judge, data: Sequence, max_new: int, inbox: "queue.Queue", score
 
 
 def decode_and_judge(decoder, params, prompts: Sequence[Sequence[int]], data: Sequence, judge, seed: int,
-                     on_progress: Callable[[dict], None] | None = None) -> Rollout:
-  """Decode `prompts` (prompt i on stream i of `seed`) and judge every record against `data[i]` while decoding."""
+                     on_progress: Callable[[dict], None] | None = None,
+                     stream_ids: Sequence[int] | None = None) -> Rollout:
+  """Decode `prompts` (prompt i on stream `stream_ids[i]`, default i, of `seed`) and judge every record against
+  `data[i]` while decoding."""
   n = len(prompts)
+  if n == 0:
+    return Rollout([], np.zeros(0, np.float64), {"time_decode": 0.0, "time_judge": 0.0, "time_judge_wait": 0.0,
+                                                 "judge_overlap": 1.0})
   records: list[dict[str, Any] | None] = [None] * n
   scores = np.zeros(n, np.float64)
   inbox: queue.Queue = queue.Queue()
@@ -63,7 +95,8 @@ def decode_and_judge(decoder, params, prompts: Sequence[Sequence[int]], data: Se
   worker.start()
   start = time.perf_counter()
   try:
-    for i, record in decoder.stream(params, prompts, seed=seed, with_logprobs=True, on_progress=on_progress):
+    for i, record in decoder.stream(params, prompts, seed=seed, stream_ids=stream_ids, with_logprobs=True,
+                                    on_progress=on_progress):
       records[i] = record
       inbox.put((i, record))
   finally:

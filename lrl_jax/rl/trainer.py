@@ -4,6 +4,12 @@ State that makes a run resumable — params, optimizer state, step, data cursor 
 step; every random draw derives from (seed, step), so a resumed run repeats an uninterrupted one exactly. A damaged
 newest checkpoint is skipped for the one before it; a non-finite loss or gradient norm stops the run before the
 update is applied, and non-finite weights are never saved.
+
+Multi-process runs (parallel/multihost.py): each process decodes and judges its contiguous share of the step's prompt
+groups on its own devices (response i still samples stream i, so tokens equal a one-process run's), then every
+process shapes the whole step from the exchanged rewards, builds the rows of its own kept responses and feeds them
+into the global update with the whole batch's totals. The warm start runs on process 0; checkpoints are written
+by all processes together (Orbax); model dirs are written by process 0.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -28,10 +35,11 @@ from lrl_jax.defaults import ConfigValueError
 from lrl_jax.evaluation import aggregate
 from lrl_jax.evaluation import aup as aup_lib
 from lrl_jax.parallel import mesh as mesh_lib
+from lrl_jax.parallel import multihost
 from lrl_jax.rewards import Judge, JudgeConfig, is_truncated
 from lrl_jax.rl import batch as batch_lib
 from lrl_jax.rl import guards, layout, losses, optim, refill, rollout, shaping, step as step_lib
-from lrl_jax.rl.warm_start import warm_start
+from lrl_jax.rl.warm_start import WARM_START_DIR, warm_start
 from lrl_jax.weights import load_checkpoint, write_hf_dir, write_orbax_dir
 
 
@@ -43,6 +51,7 @@ class Trainer:
     self.config, self.workdir = config, workdir
     os.makedirs(workdir, exist_ok=True)
     self.mesh = mesh_lib.make_mesh(**config.mesh)
+    self.rollout_mesh = self._rollout_mesh()
     self.train_records, self.eval_records = wiring.train_records(config), wiring.eval_records(config)
     cfg, params, tok, stops = wiring.model_from_config(config)
     self.train_prompts = templates.prompt_ids(self.train_records, tok)
@@ -50,15 +59,19 @@ class Trainer:
     for key, prompts in (("data.train", self.train_prompts), ("data.eval", self.eval_prompts)):
       wiring.check_prompt_lengths(key, prompts, config.rollout.max_new_tokens, cfg)
     self.model_dir = config.model.checkpoint or None
-    if config.warm_start.steps:
-      self.model_dir = warm_start(config, workdir, cfg, params, tok, stops, *wiring.warm_start_data(config, tok),
-                                  progress=config.train.progress)
+    if config.warm_start.steps:  # once, by process 0; the others wait, then load its result
+      if multihost.is_main():
+        warm_start(config, workdir, cfg, params, tok, stops, *wiring.warm_start_data(config, tok),
+                   progress=config.train.progress)
+      multihost.barrier("warm_start")
+      self.model_dir = os.path.join(workdir, WARM_START_DIR)
       cfg, params, tok = load_checkpoint(self.model_dir, dtype=jnp.float32)
     self.cfg, self.tokenizer, self.stops = cfg, tok, stops
     self.model_files = os.path.join(workdir, MODEL_FILES_DIR)
-    if not os.path.isdir(self.model_files):
+    if multihost.is_main() and not os.path.isdir(self.model_files):
       src = wiring.model_files_dir(self.model_dir) if self.model_dir else None
       wiring.write_model_files(self.model_files, cfg, tok, stops, src)
+    multihost.barrier("model_files")
     self.shaping_cfg, self.loss_cfg = wiring.algorithm_configs(config)
     self.sampler = PromptSampler(len(self.train_records), config.data.shuffle_seed)
     self.judge = Judge(JudgeConfig(workers=config.reward.workers or None, math_timeout_s=config.reward.math_timeout))
@@ -67,7 +80,7 @@ class Trainer:
     shapes = jax.eval_shape(lambda p: p, params)
     self.p_shard = mesh_lib.param_shardings(cfg, shapes, self.mesh)
     self.o_shard = mesh_lib.opt_state_shardings(self.optimizer, shapes, self.p_shard, self.mesh)
-    self.params = jax.device_put(params, self.p_shard)
+    self.params = multihost.put(params, self.p_shard)
     self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.o_shard)(self.params)
     self.ref_params = jax.tree.map(jnp.copy, self.params) if self.loss_cfg.kl_beta else None  # own buffers
     self.apply = step_lib.make_apply(self.optimizer, (self.p_shard, self.o_shard))
@@ -82,9 +95,28 @@ class Trainer:
     self.checkpoints = Checkpoints(workdir, config.train.keep_last, config.train.keep_every)
     try:
       self._restore()
-    except BaseException:
+    except BaseException as e:
+      multihost.exit_now(e, cleanup=[self.judge.close])
       self.close()
       raise
+
+  def _rollout_mesh(self):
+    """The mesh the engine decodes on: the training mesh, or in a multi-process run this process's part of it."""
+    if multihost.count() == 1:
+      return self.mesh
+    c, processes = self.config, multihost.count()
+    local = self.mesh.local_mesh
+    if local.shape["tensor"] != self.mesh.shape["tensor"]:
+      raise ConfigValueError(f"config.mesh.tensor: {self.mesh.shape['tensor']} spans processes; a tensor-parallel "
+                             f"group must lie within one process's {jax.local_device_count()} devices")
+    shards = mesh_lib.AXES[:2]
+    total = int(np.prod([self.mesh.shape[a] for a in shards]))
+    for key, value in (("rollout.batch_size", c.rollout.batch_size), ("eval.batch_size", c.eval.batch_size),
+                       ("train.micro_batch_rows", c.train.micro_batch_rows)):
+      if value % total or value % processes:
+        raise ConfigValueError(f"config.{key}: {value} must be a multiple of the {total} data shards over all "
+                               f"{processes} processes (mesh data x fsdp)")
+    return local
 
   # ---- checkpoints -------------------------------------------------------------------------------------------
   def _state(self) -> dict:
@@ -118,7 +150,7 @@ class Trainer:
 
   def save(self) -> None:
     """Checkpoint the state after `self.step`; non-finite weights stop the run instead (NonFiniteError)."""
-    if not bool(guards.all_finite(self._state())):
+    if not bool(multihost.host(guards.all_finite(self._state()))):
       raise guards.NonFiniteError(f"step {self.step}: non-finite weights or optimizer state; not saved; last good "
                                   f"checkpoint: {self.last_good()}")
     meta = {"step": self.step, "data_cursor": self.sampler.state(), "start_eval": self.start_eval,
@@ -127,14 +159,18 @@ class Trainer:
     self.maybe_kill("saved")
 
   def write_final(self) -> str:
-    """The current policy as an Orbax model dir W/final (config and tokenizer from W/model_files)."""
+    """The current policy as an Orbax model dir W/final (config and tokenizer from W/model_files), by process 0."""
     out = os.path.join(self.workdir, FINAL_DIR)
-    write_orbax_dir(jax.device_get(self.params), out, src_dir=self.model_files, overwrite=True)
+    params = multihost.fetch(self.params)
+    if multihost.is_main():
+      write_orbax_dir(params, out, src_dir=self.model_files, overwrite=True)
     return out
 
   def export_hf(self, out_dir: str) -> None:
-    """The current policy as an HF model dir (config and tokenizer from W/model_files)."""
-    write_hf_dir(jax.device_get(self.params), self.cfg, out_dir, src_dir=self.model_files, overwrite=True)
+    """The current policy as an HF model dir (config and tokenizer from W/model_files), by process 0."""
+    params = multihost.fetch(self.params)
+    if multihost.is_main():
+      write_hf_dir(params, self.cfg, out_dir, src_dir=self.model_files, overwrite=True)
 
   def maybe_kill(self, phase: str) -> None:
     """Fault injection for resume tests: config.debug.kill_at = "PHASE@STEP" SIGKILLs this process there
@@ -149,34 +185,46 @@ class Trainer:
 
   # ---- rollouts and rewards ------------------------------------------------------------------------------------
   def _decoder(self, dcfg, slots: int) -> Decoder:
-    """An engine with the run's rollout settings; slots and KV pages are split over the mesh's data axes."""
+    """An engine with the run's rollout settings; slots and KV pages are split over the rollout mesh's data axes
+    (in a multi-process run this process's share of the `slots`)."""
     r = self.config.rollout
-    return Decoder(self.cfg, dcfg, slots, self.tokenizer, max_prompt_len=self.max_prompt_len,
-                   pool_tokens=r.pool_tokens or None, page_size=r.page_size or None, fuse=r.fuse_commit,
-                   forwards_per_call=r.forwards_per_call, mesh=self.mesh)
+    return Decoder(self.cfg, dcfg, slots // multihost.count(), self.tokenizer, max_prompt_len=self.max_prompt_len,
+                   pool_tokens=r.pool_tokens // multihost.count() or None, page_size=r.page_size or None,
+                   fuse=r.fuse_commit, forwards_per_call=r.forwards_per_call, mesh=self.rollout_mesh)
 
   def compute_params(self, params=None):
-    """The policy in the rollout layout (compute dtype, replicated over the data axes, split over tensor)."""
-    return self.to_rollout(self.params if params is None else params)
+    """The policy in the rollout layout (compute dtype, replicated over the data axes, split over tensor), as arrays
+    on the rollout mesh."""
+    return multihost.local_view(self.to_rollout(self.params if params is None else params), self.mesh)
 
-  def _rollout(self, prompts, data, seed: int, timings: dict) -> rollout.Rollout:
-    """Reshard the policy, then decode and judge (overlapped); fills timing metrics."""
+  def _rollout(self, prompts, data, seed: int, timings: dict) -> tuple[list[rollout.Response], np.ndarray]:
+    """Reshard the policy, decode and judge (overlapped) this process's share of the groups, then exchange the
+    results: (responses [n], correctness [n]) of all `prompts` on every process; fills timing metrics."""
+    g = self.config.rollout.num_responses
+    groups = multihost.share(len(prompts) // g)
+    mine = slice(groups.start * g, groups.stop * g)
     t = time.perf_counter()
     params = jax.block_until_ready(self.compute_params())
     timings["time_reshard"] = timings.get("time_reshard", 0.0) + time.perf_counter() - t
-    bar = tqdm(total=len(prompts), desc="rollout", unit="seq", leave=False, disable=not self.config.train.progress)
+    bar = tqdm(total=mine.stop - mine.start, desc="rollout", unit="seq", leave=False,
+               disable=not (self.config.train.progress and multihost.is_main()))
 
     def progress(info):
       bar.n = info["finished"]
       bar.set_postfix(live=info["live"], queued=info["queued"], tok_s=f"{info['tokens'] / max(info['seconds'], 1e-9):.0f}")
 
     try:
-      out = rollout.decode_and_judge(self.decoder, params, prompts, data, self.judge, seed, progress)
+      out = rollout.decode_and_judge(self.decoder, params, prompts[mine], data[mine], self.judge, seed, progress,
+                                     stream_ids=range(mine.start, mine.stop))
     finally:
       bar.close()
     for k, v in out.timings.items():
       timings[k] = timings.get(k, 0.0) + v
-    return out
+    if multihost.count() > 1:
+      print(f"process {multihost.index()}/{multihost.count()}: step {self.step + 1}: decoded groups "
+            f"[{groups.start}, {groups.stop}) of {len(prompts) // g}: {len(out.records)} responses", file=sys.stderr,
+            flush=True)
+    return rollout.gather(out, multihost.allgather, multihost.index())
 
   def score(self, records: list[dict], data: list) -> np.ndarray:
     """Correctness [n] (float; code: pass rate) of responses; truncated responses are wrong (SPEC §7.2)."""
@@ -189,15 +237,17 @@ class Trainer:
     """Greedy decoding of the eval set at each threshold: one `evaluation.aggregate` summary per threshold
     (accuracy %, TPF as a ratio of sums, ...); the first threshold's accuracy and TPF are the headline."""
     points = []
+    mine = multihost.share(len(self.eval_prompts))
     for th in thresholds:
       if th not in self._eval_decoders:
         dcfg = wiring.rollout_decode_config(self.config, self.stops, greedy=True, threshold=th)
         self._eval_decoders[th] = self._decoder(dcfg, self.config.eval.batch_size)
-      records = self._eval_decoders[th].generate(self.compute_params(params), self.eval_prompts)
-      correct = self.score(records, self.eval_records) >= 1.0
-      summary = aggregate.summarize([
-          {"correct": bool(ok), "response_length": len(r["response_ids"]), "num_forwards": r["num_forwards"],
-           "forwards_total": r["forwards_total"], "truncated": r["truncated"]} for r, ok in zip(records, correct)])
+      records = self._eval_decoders[th].generate(self.compute_params(params), self.eval_prompts[mine],
+                                                 stream_ids=range(mine.start, mine.stop))
+      correct = self.score(records, self.eval_records[mine]) >= 1.0
+      rows = [{"correct": bool(ok), "response_length": len(r["response_ids"]), "num_forwards": r["num_forwards"],
+               "forwards_total": r["forwards_total"], "truncated": r["truncated"]} for r, ok in zip(records, correct)]
+      summary = aggregate.summarize([row for part in multihost.allgather(rows) for row in part])
       points.append({"threshold": th, **summary})
     return {"points": points, "accuracy": points[0]["accuracy"], "tpf": points[0]["tpf"]}
 
@@ -210,25 +260,25 @@ class Trainer:
     prompts = [self.train_prompts[i] for i in idx for _ in range(g)]
     data = [self.train_records[i] for i in idx for _ in range(g)]
     group = np.repeat(np.arange(n), g)
-    records, correct, _ = self._rollout(prompts, data, c.seed * 1_000_003 + self.step, timings)
+    responses, correct = self._rollout(prompts, data, c.seed * 1_000_003 + self.step, timings)
     self.maybe_kill("rollout")
     timings["time_rollout"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    tpf = np.asarray([len(r["response_ids"]) / max(r["num_forwards"], 1) for r in records])
+    tpf = _tpf(responses)
     if c.rl.resample_filtered:  # accept-reject refill of filtered groups (rl/refill.py); time_reward includes it
       t = time.perf_counter()
-      (group, records, data, correct, tpf), rounds = refill.refill(
-          refill.Round(group, records, data, correct, tpf), self._refill_round, self.shaping_cfg, n)
+      (group, responses, data, correct, tpf), rounds = refill.refill(
+          refill.Round(group, responses, data, correct, tpf), self._refill_round, self.shaping_cfg, n)
       timings.update(time_refill=time.perf_counter() - t, refill_rounds=float(rounds))
     shaped = shaping.shape(group, correct, tpf, self.shaping_cfg)
     metrics = shaping.metrics(shaped, correct, tpf)
-    metrics["tpf_dataset"] = sum(len(r["response_ids"]) for r in records) / max(1, sum(r["num_forwards"] for r in records))
-    metrics["truncated_frac"] = float(np.mean([r["truncated"] for r in records]))
+    metrics["tpf_dataset"] = sum(r.length for r in responses) / max(1, sum(r.forwards for r in responses))
+    metrics["truncated_frac"] = float(np.mean([r.truncated for r in responses]))
     timings["time_reward"] = time.perf_counter() - t1
     kept = np.flatnonzero(shaped.keep)
     if len(kept):
-      metrics.update(self._update([records[k] for k in kept], shaped.advantages[kept], correct[kept] >= 1.0,
+      metrics.update(self._update([responses[k] for k in kept], shaped.advantages[kept], correct[kept] >= 1.0,
                                   timings))
     self.step += 1
     return {**metrics, **timings, "kept_responses": float(len(kept))}
@@ -239,22 +289,38 @@ class Trainer:
     idx = self.sampler.next(num)
     prompts = [self.train_prompts[i] for i in idx for _ in range(g)]
     data = [self.train_records[i] for i in idx for _ in range(g)]
-    records, correct, _ = self._rollout(prompts, data, refill.rollout_seed(self.config.seed, self.step, round_index),
-                                        {})
-    tpf = np.asarray([len(r["response_ids"]) / max(r["num_forwards"], 1) for r in records])
-    return refill.Round(np.repeat(np.arange(num), g), records, data, correct, tpf)
+    responses, correct = self._rollout(prompts, data,
+                                       refill.rollout_seed(self.config.seed, self.step, round_index), {})
+    return refill.Round(np.repeat(np.arange(num), g), responses, data, correct, _tpf(responses))
 
-  def _update(self, records, advantages, correct, timings) -> dict[str, float]:
-    """logp_old/ref once, then one pass of accumulated optimizer updates over the kept rows."""
-    c = self.config
+  def _update(self, kept: list[rollout.Response], advantages, correct, timings) -> dict[str, float]:
+    """logp_old/ref once, then one pass of accumulated optimizer updates over the kept responses [k] (global order).
+
+    This process builds the rows of its own responses; the row length, the split into updates and the loss totals
+    are the whole batch's, and every process runs as many micro-batches as the one that needs most.
+    """
+    c, processes = self.config, multihost.count()
     t2 = time.perf_counter()
-    micro = c.train.micro_batch_rows
-    rows = batch_lib.training_rows(records, advantages, correct, mode=self.shaping_cfg.logp_mode,
-                                   block_size=self.sc.block_size, shrink=c.rl.shrink,
-                                   pad_id=self.tokenizer.pad_token_id or 0, row_multiple=micro,
-                                   len_multiple=c.train.row_len_bucket)
+    micro = c.train.micro_batch_rows // processes  # this process's rows of a micro-batch
+    pad_id = self.tokenizer.pad_token_id or 0
+    mine = [i for i, r in enumerate(kept) if r.record is not None]  # contiguous: this process's share
+    max_len = batch_lib.length_bucket(max(r.row_length for r in kept), self.sc.block_size, c.train.row_len_bucket)
+    rows = batch_lib.training_rows([kept[i].record for i in mine], advantages[mine], correct[mine],
+                                   mode=self.shaping_cfg.logp_mode, block_size=self.sc.block_size, shrink=c.rl.shrink,
+                                   pad_id=pad_id, row_multiple=micro, len_multiple=c.train.row_len_bucket,
+                                   max_len=max_len)
+    per = c.train.sequences_per_update
+    num_updates = max(1, -(-len(kept) // per)) if per else 1
+    updates = batch_lib.update_groups(rows.batch.row_to_seq, num_updates, len(kept), mine[0] if mine else 0)
+    shared = multihost.allgather((rows.batch.tokens.shape[0], layout.noisy_start(rows.batch.noisy_masked,
+                                                                                 self.sc.block_size),
+                                  [batch_lib.totals(rows, idx) for idx in updates],
+                                  [-(-len(idx) // micro) for idx in updates]))
+    rows = batch_lib.pad_to(rows, max(s[0] for s in shared), pad_id)
     b = rows.batch
-    sc = dataclasses.replace(self.sc, noisy_start=layout.noisy_start(b.noisy_masked, self.sc.block_size))
+    sc = dataclasses.replace(self.sc, noisy_start=min(s[1] for s in shared))
+    totals = np.sum([s[2] for s in shared], axis=0)  # [updates, 4]
+    counts = np.max([s[3] for s in shared], axis=0)  # [updates] micro-batches every process runs
     with mesh_lib.activate(self.mesh):
       logp_old = self._logprobs(self.params, b, micro, sc)
       logp_ref = self._logprobs(self.ref_params, b, micro, sc) if self.ref_params is not None else logp_old
@@ -262,39 +328,43 @@ class Trainer:
     timings["time_logprobs"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    per = c.train.sequences_per_update
-    num_updates = max(1, -(-len(records) // per)) if per else 1
     per_update, norms = [], []
-    for idx in batch_lib.update_groups(b.row_to_seq, num_updates):
+    for idx, total, count in zip(updates, totals, counts):
       grads = aux = None
-      for mb in batch_lib.micro_batches(rows, idx, micro, self.loss_cfg, logp_old, logp_ref):
-        mb = self._put(step_lib.MicroBatch(**mb))
+      for mb in batch_lib.micro_batches(rows, idx, micro, self.loss_cfg, logp_old, logp_ref, total, count):
+        mb = step_lib.MicroBatch(**multihost.global_rows(mb, self.mesh))
         with mesh_lib.activate(self.mesh):
           if grads is None:
             grads, aux = step_lib.micro_grads(self.params, mb, sc=sc)
           else:
             grads, aux = step_lib.accumulate(self.params, grads, aux, mb, sc=sc)
         self.maybe_kill("update")
-      update_metrics = losses.finalize_metrics(jax.device_get(aux))
-      guards.check_update(self.step + 1, update_metrics["loss"], float(guards.global_norm(grads)), self.last_good())
+      update_metrics = losses.finalize_metrics(multihost.host(aux))
+      guards.check_update(self.step + 1, update_metrics["loss"], float(multihost.host(guards.global_norm(grads))),
+                          self.last_good())
       self.params, self.opt_state, norm = self.apply(self.params, self.opt_state, grads)
       norms.append(norm)
       per_update.append(update_metrics)
     metrics = {k: float(np.mean([m[k] for m in per_update])) for k in per_update[0]}  # mean over updates
-    metrics.update(grad_norm=float(np.mean(jax.device_get(norms))), lr=float(optim.current_lr(self.opt_state)),
-                   sampler_logp_gap_max=float(gap.max()), updates=float(len(norms)))
+    metrics.update(grad_norm=float(np.mean(multihost.host(norms))),
+                   lr=float(multihost.host(optim.current_lr(self.opt_state))),
+                   sampler_logp_gap_max=float(max(multihost.allgather(float(gap.max())))), updates=float(len(norms)))
     timings["time_update"] = time.perf_counter() - t3
     return metrics
 
-  def _put(self, tree):
-    return jax.tree.map(lambda x: jax.device_put(x, mesh_lib.batch_sharding(self.mesh, np.ndim(x))), tree)
-
   def _logprobs(self, params, b, micro: int, sc: step_lib.StepConfig) -> np.ndarray:
+    """Log-probs [rows, L] of this process's rows, `micro` of them per call (with every process's in it)."""
     out = []
     for lo in range(0, b.tokens.shape[0], micro):
-      part = self._put((b.tokens[lo:lo + micro], b.noisy_masked[lo:lo + micro], b.valid[lo:lo + micro]))
+      part = multihost.global_rows((b.tokens[lo:lo + micro], b.noisy_masked[lo:lo + micro], b.valid[lo:lo + micro]),
+                                   self.mesh)
       out.append(step_lib.logprobs(params, *part, sc=sc))
-    return np.asarray(jnp.concatenate(jax.device_get(out)))
+    return np.concatenate(multihost.local_rows(out, self.mesh))
 
   def aup_of(self, result: dict, y_max: float) -> float:
     return aup_lib.aup([(p["tpf"], p["accuracy"]) for p in result["points"]], y_max)
+
+
+def _tpf(responses: list[rollout.Response]) -> np.ndarray:
+  """Tokens per forward [n] of each response."""
+  return np.asarray([r.length / max(r.forwards, 1) for r in responses])

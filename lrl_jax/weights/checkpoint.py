@@ -37,16 +37,24 @@ def side_files(src_dir: str) -> list[str]:
                 if os.path.isfile(os.path.join(src_dir, f)) and not f.endswith(_WEIGHT_SUFFIXES))
 
 
+def _this_process() -> ocp.options.MultiprocessingOptions:
+  """A model dir holds host arrays one process reads or writes alone: in a multi-process run Orbax must not wait
+  for the others (its default is a collective save with a barrier across every process)."""
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                            barrier_sync_key_prefix=f"process{me}")
+
+
 def save_orbax_params(params: Any, path: str) -> None:
   """Write params with Orbax at `path` (which must not exist) and wait for completion; at most 1 GB in flight."""
-  checkpointer = ocp.StandardCheckpointer(save_concurrent_gb=1)
+  checkpointer = ocp.StandardCheckpointer(save_concurrent_gb=1, multiprocessing_options=_this_process())
   checkpointer.save(os.path.abspath(path), params)
   checkpointer.wait_until_finished()
 
 
 def restore_orbax_params(path: str, target: Any | None = None) -> Any:
   """Restore params from an Orbax params dir; `target` (ShapeDtypeStructs with shardings) places them directly."""
-  checkpointer = ocp.StandardCheckpointer()
+  checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_this_process())
   return checkpointer.restore(os.path.abspath(path), target)
 
 
