@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from lrl_jax import files
 from lrl_jax.experiments import plan, scheduler, table
 
 
@@ -32,13 +33,10 @@ def report(config, tasks: list[plan.Task], workdir: str) -> str | None:
     return None
   result = table.aggregate(runs)
   result["curves"] = table.curves(dirs)
-  settings = {name: f"`{spec}` {' '.join(overrides)}".strip() for name, spec, overrides in config.variants}
+  settings = {name: f"`{spec}` {overrides}".strip() for name, spec, overrides in config.variants}
   text = table.markdown(result, settings)
   for name, content in ((table.TABLE_NAME, text), (table.JSON_NAME, json.dumps(result, indent=1))):
-    tmp = os.path.join(workdir, f"{name}.tmp")
-    with open(tmp, "w") as f:
-      f.write(content)
-    os.replace(tmp, os.path.join(workdir, name))
+    files.write_text(os.path.join(workdir, name), content)
   table.save_figure(table.frontier_figure(result), os.path.join(workdir, table.PLOT_NAME))
   start = result["rows"][0]
   table.save_figure(table.curves_figure(result["curves"], {"eval_accuracy": start["accuracy"],

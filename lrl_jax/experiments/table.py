@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lrl_jax import files
 from lrl_jax.evaluation.aup import aup
 
 METRICS = ("accuracy", "tpf", "aup")
@@ -144,7 +145,4 @@ def curves_figure(data: Mapping, start: Mapping | None = None) -> Figure:
 
 
 def save_figure(fig: Figure, path: str) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "wb") as f:
-    fig.savefig(f, format="png", dpi=90)
-  os.replace(tmp, path)
+  files.write_with(path, lambda f: fig.savefig(f, format="png", dpi=90), mode="wb")

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 
-from lrl_jax import defaults
+from lrl_jax import defaults, files
 from lrl_jax.bench import shapes
 from lrl_jax.errors import UserError
 from lrl_jax.model.config import ConfigError, ModelConfig, load_config
@@ -165,10 +164,7 @@ def _search(worker: jobs.Worker, main: jobs.Result, budget: int, config, shards:
 
 
 def _write_json(path: str, obj) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+  files.write_json(path, obj)
 
 
 def run(config, *, target_name: str, preset: str | None = None, prompt_len: int = 256, tpf: float = 4.81,

@@ -114,6 +114,7 @@ def test_runner_end_to_end_with_a_killed_variant_resumed(tmp_path):
     assert steps == [1, 2]  # step 1 from the killed attempt, step 2 after resuming from its checkpoint
     assert (run / "run.log").read_text().count("lrl_jax.train") == 2
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
+  assert "| `configs/test.py` algorithm=grpo |" in (work / "compare.md").read_text()
   result = json.loads((work / "compare.json").read_text())
   assert [r["name"] for r in result["rows"]] == ["start", "lightningrl", "grpo"]
   for seed in (0, 1):  # every variant of a seed starts from the same warm start: same start eval
