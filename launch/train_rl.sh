@@ -7,11 +7,17 @@
 # data/MATH_train.json (python -m lrl_jax.data download --dataset MATH_train --out data). Rerunning the same
 # command resumes from WORKDIR's newest checkpoint.
 #
-# Multi-host (e.g. 2 hosts × 8 GPUs): run the same command on every host with
-#   LRL_DISTRIBUTED=1 and JAX's coordinator variables set, e.g.
-#   JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=<0|1> LRL_DISTRIBUTED=1 launch/train_rl.sh ...
-# (on SLURM/TPU pods jax.distributed.initialize() discovers these itself). The mesh then spans all hosts:
-#   --config.mesh.fsdp=8 --config.mesh.data=-1 shards parameters within a host and data across hosts.
+# Multi-host (e.g. 2 hosts x 8 GPUs): run the same command on every host with LRL_DISTRIBUTED=1, on a filesystem
+# every host sees (WORKDIR is shared: process 0 writes metrics, summary.json and final/, all write checkpoints).
+#   Explicit start (any cluster): name process 0's address, the process count and this host's index:
+#     LRL_DISTRIBUTED=1 LRL_COORDINATOR_ADDRESS=host0:1234 LRL_NUM_PROCESSES=2 LRL_PROCESS_ID=<0|1> \
+#       launch/train_rl.sh CKPT_DIR WORKDIR
+#   Auto-detected start (SLURM, Open MPI, TPU pods): leave the three LRL_* variables unset; jax reads them from the
+#   scheduler (srun/mpirun: one process per host).
+# The mesh spans all hosts: --config.mesh.fsdp=8 --config.mesh.data=-1 shards parameters within a host and data
+# across hosts (a tensor-parallel group must stay within one host). Rollouts run on each host's own devices, on its
+# share of the prompt groups. If a host dies, the others stop within about a minute with one `error:` line; rerun
+# the command on every host to resume from the last checkpoint. See docs/SCALING.md.
 set -euo pipefail
 CKPT=${1:?usage: launch/train_rl.sh CKPT_DIR WORKDIR [overrides]}
 WORKDIR=${2:?usage: launch/train_rl.sh CKPT_DIR WORKDIR [overrides]}
@@ -19,7 +25,7 @@ shift 2
 CONFIG=${CONFIG:-configs/lightningrl.py}
 DIST=()
 if [[ "${LRL_DISTRIBUTED:-0}" == "1" ]]; then
-  DIST=(--distributed)
+  DIST=(--distributed)  # python reads LRL_COORDINATOR_ADDRESS / LRL_NUM_PROCESSES / LRL_PROCESS_ID when set
 fi
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 exec python -m lrl_jax.train --config "$CONFIG" --workdir "$WORKDIR" "${DIST[@]}" \

@@ -28,9 +28,13 @@ from lrl_jax.errors import UserError
 
 ENV = {"coordinator_address": "LRL_COORDINATOR_ADDRESS", "num_processes": "LRL_NUM_PROCESSES",
        "process_id": "LRL_PROCESS_ID"}
-HEARTBEAT_TIMEOUT_S = 20  # a peer silent this long counts as dead (jax then stops every process)
+# A peer silent this long counts as dead and jax ends every process (a fatal "Terminating process because the JAX
+# distributed service detected fatal errors" log). Above gloo's 30 s wait for a peer to join a new collective, so a
+# survivor that reaches a collective first stops on that error, with our one `error:` line.
+HEARTBEAT_TIMEOUT_S = 40
 SHUTDOWN_TIMEOUT_S = 120  # at exit, how long a process waits for the others to finish
 INIT_TIMEOUT_S = 300  # how long the processes have to find each other at start
+BARRIER_TIMEOUT_S = 7 * 24 * 3600  # `barrier`: peers may be busy for long (process 0's warm start)
 
 
 class PeerLostError(UserError):
@@ -148,17 +152,22 @@ def allgather(obj: Any) -> list:
   from jax.experimental import multihost_utils
   data = np.frombuffer(pickle.dumps(obj), np.uint8)
   sizes = multihost_utils.process_allgather(np.asarray([len(data)], np.int32))[:, 0]
-  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded = np.zeros(1 << int(sizes.max() - 1).bit_length(), np.uint8)  # a power of two: few compiled gathers
   padded[:len(data)] = data
   gathered = multihost_utils.process_allgather(padded)
   return [pickle.loads(gathered[p, :int(sizes[p])].tobytes()) for p in range(len(sizes))]
 
 
 def barrier(name: str) -> None:
-  """Wait until every process got here."""
+  """Wait until every process got here (e.g. while process 0 alone runs the warm start).
+
+  A barrier of the coordination service, not a device collective: gloo gives up on a collective whose first use
+  waits more than 30 s for a peer; this one waits BARRIER_TIMEOUT_S, and a dead peer still stops it within about
+  HEARTBEAT_TIMEOUT_S.
+  """
   if count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+    import orbax.checkpoint as ocp
+    ocp.multihost.sync_global_processes(f"lrl_{name}", timeout=BARRIER_TIMEOUT_S, processes=set(range(count())))
 
 
 def host(tree: Any) -> Any:

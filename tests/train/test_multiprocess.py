@@ -1,0 +1,244 @@
+"""Multi-process training: 2 processes x 2 CPU devices (gloo on 127.0.0.1) against 1 process x 4 devices on the same
+mesh (data=4). The 2-process run loses process 1 (SIGKILL in step 3, after its rollout): process 0 stops within 60 s
+with one `error:` line; rerunning both resumes from step 2 and ends equal to the uninterrupted 1-process run (params
+1e-5, metrics 1e-5), each process having decoded only its own groups, with one metrics.jsonl and summary.json.
+The bookkeeping that makes the split exact (shares, update split, loss totals) is checked on its own in numpy, and
+bad start flags are one `error:` line and exit 2.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lrl_jax import train
+from lrl_jax.parallel import multihost
+from lrl_jax.rl import batch as batch_lib, losses
+from tests.cli_util import our_lines
+from tests.train.util import ROOT
+
+# configs/test.py made to train: 3 prompt groups (split 2 + 1), a sampler whose TPF varies (temperature 0.5,
+# threshold 0.01) so the TPF filter is on and advantages are not 0 (the test model never answers correctly, so the
+# all-wrong filter stays off, or nothing would train), two updates per step, short word-token prompts (fewer engine
+# compiles: with 8-token KV pages a slot fits one page-table bucket), Adam eps 1e-6 (no 1/eps gain on rounding noise).
+OVERRIDES = ["--config.train.steps=3", "--config.model.tokenizer=words", "--config.model.tiny.vocab_size=160",
+             "--config.rollout.page_size=8", "--config.rollout.num_prompts=3", "--config.rollout.temperature=0.5",
+             "--config.rollout.threshold=0.01",
+             "--config.rl.filter_tpf_threshold=0.01", "--config.train.sequences_per_update=6",
+             "--config.optim.eps=1e-6", "--config.reward.workers=1"]
+TOL = 1e-5
+DECODED = re.compile(r"^process (\d)/2: step (\d): decoded groups \[(\d), (\d)\) of 3: (\d+) responses$")
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, "-m", "lrl_jax.train", "--config", os.path.join(ROOT, "configs/test.py"),
+          f"--workdir={workdir}", *OVERRIDES, *extra]
+
+
+def _env(devices: int) -> dict:
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("LRL_", "JAX_COORDINATOR"))}
+  return dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _pair(workdir, logs, extra=((), ())) -> list[subprocess.Popen]:
+  """Processes 0 and 1 of one run; process i adds extra[i] to its command line."""
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    cmd = _cmd(workdir, "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+               f"--process_id={i}", *extra[i])
+    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=_env(2), stdout=open(logs[i].with_suffix(".out"), "w"),
+                                  stderr=open(logs[i], "w")))
+  return procs
+
+
+def _wait(proc, timeout):
+  try:
+    return proc.wait(timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+
+
+def _final_params(workdir) -> dict:
+  from lrl_jax.weights.checkpoint import restore_orbax_params
+  import jax
+  params = restore_orbax_params(os.path.join(workdir, "final", "params"))
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree.flatten_with_path(params)[0]}
+
+
+def _metrics(workdir) -> list[dict]:
+  return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def test_two_processes_lose_one_resume_and_match_one_process(tmp_path):
+  workdir, logs = tmp_path / "two", [tmp_path / f"p{i}.err" for i in range(2)]
+  # The uninterrupted 1-process run on 4 devices, beside session 1 (it uses the cores session 1 leaves idle).
+  reference = tmp_path / "one"
+  one = subprocess.Popen(_cmd(reference), cwd=ROOT, env=_env(4), stdout=subprocess.DEVNULL,
+                         stderr=open(tmp_path / "one.err", "w"))
+  # Session 1: process 1 dies (SIGKILL) in step 3 between its rollout and the update; checkpoints 1, 2 are saved.
+  procs = _pair(workdir, logs, ((), ("--config.debug.kill_at=rollout@2",)))
+  assert _wait(procs[1], 600) == -9
+  died = time.monotonic()
+  code = _wait(procs[0], 60)
+  stopped = time.monotonic() - died
+  err0 = logs[0].read_text()
+  errors = [line for line in our_lines(err0) if line.startswith("error:")]
+  assert code != 0 and stopped < 60, (code, stopped, err0[-3000:])
+  assert len(errors) == 1 and errors[0].startswith("error: distributed: process 0 of 2 lost contact"), errors
+  assert [m["step"] for m in _metrics(workdir)] == [1, 2]
+  first = [logs[i].read_text() for i in range(2)]
+  assert _wait(one, 600) == 0, (tmp_path / "one.err").read_text()[-3000:]
+
+  # Session 2: the same command on both resumes from step 2 and finishes.
+  logs2 = [tmp_path / f"p{i}.resumed.err" for i in range(2)]
+  procs = _pair(workdir, logs2)
+  codes = [_wait(p, 600) for p in procs]
+  assert codes == [0, 0], [log.read_text()[-3000:] for log in logs2]
+  assert "lightningrl: 3 steps" in logs2[0].with_suffix(".out").read_text()
+  out1 = [line for line in logs2[1].with_suffix(".out").read_text().splitlines() if "[Gloo]" not in line]
+  assert not "".join(out1).strip(), out1  # only process 0 reports (and writes summary/metrics)
+
+  # Each process decoded its own contiguous groups only: [0, 2) on process 0, [2, 3) on process 1.
+  seen = {}
+  for text in first + [log.read_text() for log in logs2]:
+    for line in our_lines(text):
+      m = DECODED.match(line)
+      if m:
+        proc, step, lo, hi, n = map(int, m.groups())
+        seen.setdefault((proc, step), set()).add((lo, hi, n))
+  assert seen == {(p, s): {((0, 2, 8) if p == 0 else (2, 3, 4))} for p in range(2) for s in (1, 2, 3)}, seen
+
+  # Equal to the 1-process run: final params, every metric but timings, start/final evaluation.
+  want, got = _final_params(reference), _final_params(workdir)
+  assert want.keys() == got.keys()
+  diff = max(float(np.abs(want[k] - got[k]).max()) for k in want)
+  moved = max(float(np.abs(v).max()) for v in want.values())
+  assert diff <= TOL and moved > 0, diff
+  rows_want, rows_got = _metrics(reference), _metrics(workdir)
+  assert [m["step"] for m in rows_got] == [1, 2, 3]
+  for a, b in zip(rows_want, rows_got):
+    keys = {k for k in a if not k.startswith("time_") and k != "judge_overlap"}
+    assert keys <= b.keys()
+    bad = {k: (a[k], b[k]) for k in keys if abs(a[k] - b[k]) > TOL}
+    assert not bad, (a["step"], bad)
+  assert rows_want[0]["updates"] == 2 and rows_want[0]["kept_responses"] > 0 and rows_want[0]["loss"] != 0
+  s_want, s_got = (json.load(open(os.path.join(d, "summary.json"))) for d in (reference, workdir))
+  for name in ("start", "final"):
+    assert (s_want[name]["accuracy"], s_want[name]["tpf"]) == (s_got[name]["accuracy"], s_got[name]["tpf"])
+  # The checkpoint both processes wrote restores in this one process (as eval/generate/convert read a run dir).
+  from lrl_jax.checkpoints import run_params
+  import jax
+  step, params = run_params(str(workdir))
+  assert step == 3
+  for k, v in jax.tree.flatten_with_path(params)[0]:
+    np.testing.assert_array_equal(np.asarray(v), got[jax.tree_util.keystr(k)])
+
+
+BAD_FLAGS = [
+  (["--num_processes=2"], "error: --num_processes: only applies with --distributed"),
+  (["--distributed", "--num_processes=2", "--process_id=0"],
+   "error: --coordinator_address: required with the other explicit settings"),
+  (["--distributed", "--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
+   "error: --coordinator_address: 'localhost' must be HOST:PORT"),
+  (["--distributed", "--coordinator_address=127.0.0.1:1234", "--num_processes=0", "--process_id=0"],
+   "error: --num_processes: must be >= 1, got 0"),
+  (["--distributed", "--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=2"],
+   "error: --process_id: must be in [0, 1] (--num_processes=2), got 2"),
+  (["--distributed", "--num_processes=two"], "error: --num_processes: 'two' is not an integer"),
+]
+
+
+@pytest.mark.parametrize("flags, line", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_start_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flags, line):
+  for name in multihost.ENV.values():
+    monkeypatch.delenv(name, raising=False)
+  workdir = tmp_path / "w"
+  assert train.main(["--config", os.path.join(ROOT, "configs/test.py"), f"--workdir={workdir}", *flags]) == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(line), lines
+  assert not workdir.exists()
+
+
+def test_start_settings_from_the_environment():
+  env = {"LRL_COORDINATOR_ADDRESS": "10.0.0.1:1234", "LRL_NUM_PROCESSES": "4", "LRL_PROCESS_ID": "3"}
+  assert multihost.settings(True, None, None, None, env) == ("10.0.0.1:1234", 4, 3)
+  assert multihost.settings(True, None, None, 1, env) == ("10.0.0.1:1234", 4, 1)  # a flag wins
+  assert multihost.settings(True, None, None, None, {}) == (None, None, None)  # auto-detection
+  assert multihost.settings(False, None, None, None, env) is None  # the variables need --distributed
+  with pytest.raises(multihost.UserError, match="^LRL_PROCESS_ID: 'x' is not an integer$"):
+    multihost.settings(True, None, None, None, dict(env, LRL_PROCESS_ID="x"))
+
+
+def test_shares_are_contiguous_and_even():
+  for items in range(0, 12):
+    for processes in range(1, 5):
+      parts = [multihost.share(items, p, processes) for p in range(processes)]
+      assert [i for s in parts for i in range(s.start, s.stop)] == list(range(items))
+      sizes = [s.stop - s.start for s in parts]
+      assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def _records(rng, n):
+  out = []
+  for _ in range(n):
+    p, r = int(rng.integers(3, 9)), int(rng.integers(2, 12))
+    out.append({"prompt_ids": rng.integers(4, 60, p).tolist(), "decoded_ids": rng.integers(4, 60, r).tolist(),
+                "decoded_step_map": rng.integers(0, 5, r).tolist(), "response_ids": [5] * int(rng.integers(1, r + 1)),
+                "logprobs": rng.normal(size=r).tolist()})
+  return out
+
+
+@pytest.mark.parametrize("mode", ["block_masked", "trajectory"])
+@pytest.mark.parametrize("reductions", [("sequence", "token", "token"), ("token", "sequence", "sequence")])
+def test_split_rows_carry_the_whole_batch_weights(mode, reductions):
+  """Rows built per process with the whole batch's length, update split and summed totals give every token the
+  weight it has in the one-process batch (exactly), whatever the process boundaries."""
+  rng = np.random.default_rng(0)
+  cfg = losses.LossConfig(policy_reduction=reductions[0], kl_reduction=reductions[1], nll_reduction=reductions[2])
+  records, adv, correct = _records(rng, 11), rng.normal(size=11), rng.random(11) < 0.5
+  kw = dict(mode=mode, block_size=4, shrink=1, pad_id=0, len_multiple=0)
+  whole = batch_lib.training_rows(records, adv, correct, row_multiple=4, **kw)
+  want = {}  # (update, sequence, scored mask of the row) -> its three weight rows in the one-process batch
+  for u, idx in enumerate(batch_lib.update_groups(whole.batch.row_to_seq, 3)):
+    weights = losses.loss_weights(whole.batch.scored[idx], whole.batch.row_to_seq[idx], whole.correct[idx], cfg)
+    for j, row in enumerate(idx):
+      want[(u, int(whole.batch.row_to_seq[row]), whole.batch.scored[row].tobytes())] = tuple(w[j] for w in weights)
+  max_len = whole.batch.tokens.shape[1]
+  for cut in (0, 4, 7, 11):
+    shares = [slice(0, cut), slice(cut, 11)]
+    parts = []
+    for s in shares:
+      rows = batch_lib.training_rows(records[s], adv[s], correct[s], row_multiple=2, max_len=max_len, **kw)
+      groups = batch_lib.update_groups(rows.batch.row_to_seq, 3, 11, s.start)
+      parts.append((s, rows, groups, [batch_lib.totals(rows, idx) for idx in groups]))
+    totals = np.sum([p[3] for p in parts], axis=0)
+    counts = np.max([[-(-len(idx) // 2) for idx in p[2]] for p in parts], axis=0)
+    got = {}
+    for s, rows, groups, _ in parts:
+      for u, idx in enumerate(groups):
+        mbs = list(batch_lib.micro_batches(rows, idx, 2, cfg, rows.sampler_logp, rows.sampler_logp, totals[u],
+                                           counts[u]))
+        assert len(mbs) == counts[u]  # every process runs as many micro-batches
+        flat = {k: np.concatenate([mb[k] for mb in mbs]) for k in ("w_policy", "w_kl", "w_nll", "scored")}
+        for j, row in enumerate(idx):
+          key = (u, int(rows.batch.row_to_seq[row]) + s.start, rows.batch.scored[row].tobytes())
+          got[key] = tuple(flat[k][j] for k in ("w_policy", "w_kl", "w_nll"))
+        assert not flat["w_policy"][len(idx):].any()  # padding rows weigh nothing
+    assert got.keys() == want.keys()
+    for key in want:
+      for a, b in zip(want[key], got[key]):
+        np.testing.assert_array_equal(a, b)
