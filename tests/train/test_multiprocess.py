@@ -46,7 +46,7 @@ def _cmd(workdir, *extra):
 
 def _env(devices: int) -> dict:
   """`devices` CPU devices; XLA's quick CPU compiles (the runs are mostly compiling; a third less CPU time)."""
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("LRL_", "JAX_COORDINATOR"))}
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("LRL_", "JAX_COORDINATOR", "SLURM_", "OMPI_"))}
   return dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {CPU_XLA_FLAGS}", JAX_PLATFORMS="cpu")
 
 
@@ -180,6 +180,16 @@ def test_bad_start_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flag
   lines = capsys.readouterr().err.splitlines()
   assert len(lines) == 1 and lines[0].startswith(line), lines
   assert not workdir.exists()
+
+
+def test_distributed_without_settings_or_cluster_is_one_line(tmp_path):
+  """Outside SLURM / Open MPI / TPU pods, `--distributed` alone cannot start: one line naming the flags to give."""
+  done = subprocess.run(_cmd(tmp_path / "w", "--distributed"), cwd=ROOT, env=_env(1), capture_output=True, text=True,
+                        timeout=120)
+  lines = our_lines(done.stderr)
+  assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+  assert lines[0].startswith("error: --distributed: no SLURM, Open MPI or TPU-pod environment detected"), lines
+  assert not (tmp_path / "w").exists()
 
 
 def test_start_settings_from_the_environment():
