@@ -46,7 +46,8 @@ if [[ "$TINY" == 1 ]]; then
   PARITY_SELECT=(-k "test_causal_parity and untied")  # one test of each file: the suite runs the rest on CPU
   KERNEL_TESTS=tests/model/test_paged_attention.py
   KERNEL_SELECT=(-k "test_pallas_kernel_matches_xla_path")
-  ROLLOUT=(--preset=cpu-small)
+  ROLLOUT=(--preset=cpu-small --requests=8 --batch=4 --prompt_len=16 --block_size=8 --max_new_tokens=32 --median=12
+           --forwards_per_call=8 --engines=static,engine)
   TRAIN=(--preset=cpu-small --rows=2 --seq=64 --steps=1 --dtype=float32 --no_torch)
 else
   export JAX_PLATFORMS=${JAX_PLATFORMS:-cuda,cpu}  # the conftest's CPU default must not win on the device
@@ -77,10 +78,10 @@ check() {  # check NAME TIMEOUT_S COMMAND...: run it, keep its log and outcome
 }
 
 check env 60 "$PY" -c "import jax; print(jax.default_backend(), jax.devices())"
-check parity 90 "$PY" -m pytest -x -p no:cacheprovider tests/model/test_parity.py "${PARITY_SELECT[@]}"
+check parity 90 "$PY" -m pytest -o addopts=-q -x -p no:cacheprovider tests/model/test_parity.py "${PARITY_SELECT[@]}"
 if [[ -n "$KERNEL_TESTS" ]]; then
   # shellcheck disable=SC2086
-  check kernels 90 "$PY" -m pytest -x -p no:cacheprovider $KERNEL_TESTS "${KERNEL_SELECT[@]}"
+  check kernels 90 "$PY" -m pytest -o addopts=-q -x -p no:cacheprovider $KERNEL_TESTS "${KERNEL_SELECT[@]}"
 fi
 check bench_rollout 150 "$PY" -m lrl_jax.bench rollout "${ROLLOUT[@]}"
 check bench_train 120 "$PY" -m lrl_jax.bench train "${TRAIN[@]}"

@@ -1,9 +1,18 @@
 """Shared fixtures: tiny SDAR checkpoints built offline with transformers' Qwen3 (random init)."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One persistent compilation cache per test run, made by the first process (pytest, or xdist's controller) and
+# inherited by the xdist workers and every subprocess they start: the CLI and training runs compile the same programs
+# many times over. A fresh directory per run (nothing stale is read), removed at the end.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lrl_jax_test_jit_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -11,6 +20,11 @@ import pytest  # noqa: E402
 from lrl_jax.weights import tiny  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

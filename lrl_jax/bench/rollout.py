@@ -184,7 +184,24 @@ def run(args) -> int:
   small, large = forward_ms(cfg, dcfg, params, 256), forward_ms(cfg, dcfg, params, 8192)
   print(f"denoising forward, batch 8, 64 cached positions: {small:.2f} ms at 256-token slots, {large:.2f} ms at "
         f"8192-token slots ({large / small:.2f}x)")
+  floor = hbm_floor_ms(params)
+  if floor is not None:
+    print(f"HBM floor (weights read once per forward at {jax.devices()[0].device_kind}'s bandwidth): {floor:.2f} ms; "
+          f"forward / floor: {small / floor:.2f}x")
   return 0
+
+
+HBM_TB_S = {"H100": 3.35, "H200": 4.8, "A100": 2.0}  # peak HBM bandwidth (SXM parts), TB/s
+
+
+def hbm_floor_ms(params) -> float | None:
+  """The least a decode forward can take: every weight byte read once at the device's peak bandwidth (None: unknown)."""
+  kind = jax.devices()[0].device_kind
+  bandwidth = next((tb for name, tb in HBM_TB_S.items() if name in kind), None)
+  if bandwidth is None:
+    return None
+  weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  return 1e3 * weight_bytes / (bandwidth * 1e12)
 
 
 def main(argv: list[str]) -> int:

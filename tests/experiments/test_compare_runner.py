@@ -88,6 +88,7 @@ def _run(workdir, config_file, *extra):
   return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_runner_end_to_end_with_a_killed_variant_resumed(tmp_path):
   killing = tmp_path / "compare_kill.py"  # configs/compare.py:test, but grpo is SIGKILLed in step 1's update
   killing.write_text("import runpy\n"

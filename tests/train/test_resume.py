@@ -78,6 +78,7 @@ def _session_starts(workdir):
   return starts
 
 
+@pytest.mark.slow
 def test_kill_at_every_phase_then_resume(straight, tmp_path):
   """Killed after the metrics row but before the save, during a rollout, inside the save (its files being written),
   during an update and right after a save; each rerun continues, the last one finishes. TensorBoard is told to hide
