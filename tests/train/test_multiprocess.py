@@ -95,7 +95,7 @@ def test_two_processes_lose_one_resume_and_match_one_process(tmp_path):
                          stderr=open(tmp_path / "one.err", "w"))
   # Session 1: process 1 dies (SIGKILL) in step 3 between its rollout and the update; checkpoints 1, 2 are saved.
   procs = _pair(workdir, logs, ((), ("--config.debug.kill_at=rollout@2",)))
-  assert _wait(procs[1], 600) == -9
+  assert _wait(procs[1], 600) == -9, [log.read_text()[-3000:] for log in logs]
   died = time.monotonic()
   code = _wait(procs[0], 60)
   stopped = time.monotonic() - died
