@@ -44,8 +44,11 @@ def _cmd(workdir, *extra):
 
 
 def _env(devices: int) -> dict:
-  """`devices` CPU devices; XLA's quick CPU compiles (the runs are mostly compiling; a third less CPU time)."""
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("LRL_", "JAX_COORDINATOR", "SLURM_", "OMPI_"))}
+  """`devices` CPU devices; XLA's quick CPU compiles (the runs are mostly compiling; a third less CPU time). No
+  persistent compilation cache: jax lets only process 0 use it, so process 1 would compile alone while process 0
+  waits, and gloo gives up on a collective's first use after 30 s of waiting."""
+  skip = ("LRL_", "JAX_COORDINATOR", "SLURM_", "OMPI_", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE")
+  env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
   return dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {CPU_XLA_FLAGS}", JAX_PLATFORMS="cpu")
 
 
