@@ -141,7 +141,7 @@ def _report_memory(config, target, model, cfg, mesh, setup, main: jobs.Result, b
   for line in _header(config, target, model, cfg, mesh, setup, budget, fraction):
     out(line)
   out("")
-  out("per device, GiB; live = state kept beside the program (f32 params, Adam moments, reference params); "
+  out("per device, GiB; live = state kept beside the program (f32 params, Adam moments, reference params in the compute dtype); "
       "peak = live + args + out - alias + temp")
   for line in memory.format_table(main.reports, budget):
     out(line)

@@ -95,7 +95,9 @@ def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, att
   state = {"params": abstract(params, p_shard),
            "opt_state": abstract(jax.eval_shape(optimizer.init, params), o_shard)}
   if loss_cfg.kl_beta:
-    state["ref_params"] = state["params"]
+    compute = jnp.dtype(config.model.dtype)  # the trainer keeps the reference in the compute dtype
+    state["ref_params"] = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, compute, sharding=x.sharding),
+                                       state["params"])
   r = config.rollout
   sc = step_lib.StepConfig(cfg, loss_cfg, config.rl.train_block_size or r.block_size, config.model.dtype,
                            config.model.remat, config.model.q_chunk)

@@ -82,7 +82,11 @@ class Trainer:
     self.o_shard = mesh_lib.opt_state_shardings(self.optimizer, shapes, self.p_shard, self.mesh)
     self.params = multihost.put(params, self.p_shard)
     self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.o_shard)(self.params)
-    self.ref_params = jax.tree.map(jnp.copy, self.params) if self.loss_cfg.kl_beta else None  # own buffers
+    # The KL reference: its own buffers in the compute dtype (the forward casts params to it anyway, so its
+    # log-probs are unchanged), sharded like the policy: half the f32 bytes per device in a bf16 run.
+    compute = jnp.dtype(config.model.dtype)
+    self.ref_params = (jax.tree.map(lambda x: jnp.array(x, dtype=compute, copy=True), self.params)
+                       if self.loss_cfg.kl_beta else None)
     self.apply = step_lib.make_apply(self.optimizer, (self.p_shard, self.o_shard))
     r = config.rollout
     self.sc = step_lib.StepConfig(cfg, self.loss_cfg, config.rl.train_block_size or r.block_size, config.model.dtype,
