@@ -133,3 +133,15 @@ def test_bad_preset_and_checkpoint(tmp_path):
   assert _error_line(run_plan(*TINY, "--target=h100x8", "--preset=sdar-9b")).startswith("error: --preset: ")
   line = _error_line(run_plan(*TINY, "--target=h100x8", f"--config.model.checkpoint={tmp_path}/none"))
   assert line.startswith("error: model.checkpoint: ") and "none" in line
+
+
+@pytest.mark.parametrize("target", ["h100x8", "v5e:2x4"])
+def test_every_program_compiles_for_eight_devices(target):
+  """Issue 13: the rollout (reshard + engine, slots split over fsdp=8) and training programs compile deviceless for
+  one 8xH100 host (1x1x8) and a TPU topology of 8 chips."""
+  proc = run_plan(*TINY, f"--target={target}", "--config.mesh.data=1", "--config.mesh.fsdp=8",
+                  "--config.rollout.batch_size=16", "--nosearch", "--noflops")
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  for program in ("rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads", "accumulate", "apply"):
+    assert any(line.startswith(program) and " yes " in line for line in proc.stdout.splitlines()), program
+  assert f"fits on {target}" in proc.stdout
