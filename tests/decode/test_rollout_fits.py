@@ -1,6 +1,8 @@
 """configs/lightningrl.py at SDAR-8B shape: the rollout engine's buffers are sized by settings and fit one 80 GB
 device beside the bf16 policy (jax.eval_shape: nothing allocated). The deviceless 8xH100 compile is `plan`'s."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -22,7 +24,7 @@ def test_paper_rollout_buffers_fit_one_h100_beside_the_policy():
   shards = 8  # fsdp=8 on one 8xH100 host: each device decodes batch_size / 8 slots with its own pool
   shape = api.engine_shape(cfg, dcfg, r.batch_size, 256 + r.max_new_tokens, r.pool_tokens or None,
                            r.page_size or None, r.fuse_commit, shards=shards)
-  one_shard = shape.__class__(**{**shape.__dict__, "shards": 1})
+  one_shard = dataclasses.replace(shape, shards=1)
   state = jax.eval_shape(lambda: (slots.init_slots(one_shard), slots.init_pool(cfg, one_shard, jnp.bfloat16)))
   policy = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0), jnp.bfloat16))
   kv_token = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 2

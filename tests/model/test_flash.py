@@ -8,6 +8,7 @@ import pytest
 from lrl_jax.model import attention, masks
 from lrl_jax.model.flash import flash_attend
 from lrl_jax.rl import layout
+from tests.optional import needs_libtpu
 
 TOL = 1e-5
 
@@ -89,15 +90,8 @@ def test_training_backend_follows_the_devices_platform():
   assert attention.platform_of([type("D", (), {"platform": "cuda"})()]) == "gpu"
 
 
-def _has(module):
-  import importlib.util
-  try:
-    return importlib.util.find_spec(module) is not None
-  except (ImportError, ValueError):
-    return False
 
-
-@pytest.mark.skipif(not _has("libtpu"), reason="needs libtpu (pip install -e '.[plan]')")
+@needs_libtpu
 def test_flash_compiles_for_tpu_deviceless(monkeypatch):
   """TPU meshes take the XLA flash path (the training backend of their platform); it compiles for v5e from here."""
   from jax.sharding import NamedSharding, PartitionSpec as P

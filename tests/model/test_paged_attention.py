@@ -1,14 +1,12 @@
 """Paged-prefix attention of decoding calls: the XLA page walk against a dense softmax over the gathered keys, its
 invariance to the page-table bucket, the Pallas kernel (interpret mode) against it, and its H100 lowering."""
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from lrl_jax.model import attention, masks, paged_attention as pa, pallas_paged
+from tests.optional import needs_cuda_plugin
 
 B, T, H, KH, D, PAGE, PAGES = 3, 8, 4, 2, 16, 4, 12
 
@@ -60,14 +58,8 @@ def test_pallas_kernel_matches_xla_path():
     assert np.abs(np.asarray(got, np.float32) - np.asarray(want, np.float32)).max() <= tol
 
 
-def _has(module):
-  try:
-    return importlib.util.find_spec(module) is not None
-  except (ImportError, ValueError):
-    return False
 
-
-@pytest.mark.skipif(not _has("jax_plugins.xla_cuda12"), reason="needs the CUDA PJRT plugin (pip install -e '.[plan]')")
+@needs_cuda_plugin
 def test_pallas_kernel_lowers_for_h100_deviceless():
   """The kernel compiles through Triton for an H100 target from this CPU host (bf16, head_dim 128, GQA 4)."""
   from jax.sharding import NamedSharding, PartitionSpec as P

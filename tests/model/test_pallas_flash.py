@@ -8,6 +8,7 @@ import pytest
 from lrl_jax.model.flash import flash_attend
 from lrl_jax.model.pallas_flash import pallas_flash_attend
 from tests.model.test_flash import TOL, qkv, sees_a_key, training_layout
+from tests.optional import needs_cuda_plugin
 
 
 @pytest.mark.parametrize("mode", ["block", "causal"])
@@ -27,15 +28,8 @@ def test_pallas_flash_matches_xla_flash_values_and_gradients(mode):
     assert float(jnp.abs(a - b).max()) <= TOL * max(1.0, float(jnp.abs(a).max()))
 
 
-def _has(module):
-  import importlib.util
-  try:
-    return importlib.util.find_spec(module) is not None
-  except (ImportError, ValueError):
-    return False
 
-
-@pytest.mark.skipif(not _has("jax_plugins.xla_cuda12"), reason="needs the CUDA PJRT plugin (pip install -e '.[plan]')")
+@needs_cuda_plugin
 def test_pallas_flash_compiles_for_h100_deviceless():
   """Forward and backward lower through Triton for an H100 target from this CPU host, picked by the mesh platform."""
   from jax.sharding import NamedSharding, PartitionSpec as P
