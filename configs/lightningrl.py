@@ -14,7 +14,7 @@ def get_config():
   c.algorithm = "lightningrl"
   c.model.checkpoint = "ckpt/sdar8b"
   c.model.dtype = "bfloat16"
-  c.model.remat = "dots"
+  c.model.remat = "full"  # `dots` keeps every projection output and cannot fit 9216-position rows (PERFORMANCE.md)
   c.model.q_chunk = 1024
   c.data.train = "data/MATH_train.json"
   c.data.eval = "data/MATH500.json"
@@ -26,8 +26,8 @@ def get_config():
   c.rollout.temperature = 1.0
   c.rollout.max_new_tokens = 8192
   c.rollout.batch_size = 256
-  c.train.micro_batch_rows = 64  # 8 per device on 8 GPUs
-  c.train.sequences_per_update = 512  # 8 per device × 8 accumulation × 8 GPUs
+  c.train.micro_batch_rows = 48  # 6 per device on 8 GPUs: the most `plan` finds fits 80 GB at 256 + 8192 tokens
+  c.train.sequences_per_update = 512  # the paper's update: 11 micro-batches of 48 (the last one partly filled)
   c.train.steps = 200
   c.train.eval_every = 10
   c.train.checkpoint_every = 5
