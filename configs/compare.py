@@ -11,17 +11,19 @@ import ml_collections
 
 DEMO = "configs/demo.py"
 # LightningRL with the SPEC's shaping and loss (§7.3-7.4) at the demo's scale (lr, batch, steps, block, θ).
-SPEC = "rl.logp_mode=block_masked loss.nll_loss_weight=0.1 rl.speed_reward_correct_only=False"
+SPEC_SHAPING = "rl.logp_mode=block_masked rl.speed_reward_correct_only=False"
+SPEC = f"{SPEC_SHAPING} loss.nll_loss_weight=0.1"
 
 VARIANTS = (
     ("lightningrl_spec", DEMO, SPEC),
-    ("lightningrl", DEMO, ""),  # the demo: SPEC + the project's extensions (configs/demo.py)
+    ("lightningrl_ext", DEMO, ""),  # the README demo: SPEC + the project's extensions (configs/demo.py)
     ("grpo", f"{DEMO}:grpo", ""),
     ("grpo_traj", f"{DEMO}:grpo_traj", ""),
-    ("no_nll", DEMO, "loss.nll_loss_weight=0.0"),
-    ("joint_norm", DEMO, "rl.reward_norm=joint"),
-    ("no_tpf_filter", DEMO, "rl.filter_tpf_threshold=0.0"),
-    ("resample", DEMO, "rl.resample_filtered=True"),
+    # The paper's ablations remove one piece of its method, so they start from the SPEC's LightningRL.
+    ("no_nll", DEMO, f"{SPEC_SHAPING} loss.nll_loss_weight=0.0"),
+    ("joint_norm", DEMO, f"{SPEC} rl.reward_norm=joint"),
+    ("no_tpf_filter", DEMO, f"{SPEC} rl.filter_tpf_threshold=0.0"),
+    ("resample", DEMO, f"{SPEC} rl.resample_filtered=True"),
 )
 
 
