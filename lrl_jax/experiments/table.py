@@ -105,11 +105,26 @@ def read_metrics(path: str) -> dict[int, dict]:
   return out
 
 
+def _with_final(log: dict[int, dict], run_dir: str) -> dict[int, dict]:
+  """The log plus the final evaluation of summary.json at its last step (the trainer writes it there, not to
+  metrics.jsonl), so a curve ends where the table's final row is measured."""
+  path = os.path.join(run_dir, "summary.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      summary = json.load(f)
+    if "final" in summary:
+      step = int(summary["steps"])
+      log.setdefault(step, {"step": step}).update(eval_accuracy=summary["final"]["accuracy"],
+                                                  eval_tpf=summary["final"]["tpf"])
+  return log
+
+
 def curves(run_dirs: Mapping[str, Mapping[int, str]], keys=("eval_accuracy", "eval_tpf")) -> dict:
-  """variant -> key -> (steps, mean over seeds, std over seeds) of each metric at the steps where every seed has it."""
+  """variant -> key -> (steps, mean over seeds, std over seeds) of each metric at the steps where every seed has it
+  (the final evaluation included)."""
   out = {}
   for name, by_seed in run_dirs.items():
-    logs = [read_metrics(os.path.join(d, "metrics.jsonl")) for d in by_seed.values()
+    logs = [_with_final(read_metrics(os.path.join(d, "metrics.jsonl")), d) for d in by_seed.values()
             if os.path.exists(os.path.join(d, "metrics.jsonl"))]
     if not logs:
       continue

@@ -46,6 +46,25 @@ def test_aggregate_against_numpy():
   assert table.frontier_figure(got).axes[0].get_xlabel().startswith("TPF")
 
 
+def test_curves_end_at_the_final_evaluation(tmp_path):
+  """Curves average eval metrics over seeds at shared steps and end with summary.json's final evaluation."""
+  dirs = {}
+  for seed, (acc30, acc_final) in enumerate(((50.0, 60.0), (54.0, 70.0))):
+    d = tmp_path / f"seed{seed}"
+    d.mkdir()
+    rows = [{"step": 1, "loss": 0.1}, {"step": 30, "eval_accuracy": acc30, "eval_tpf": 4.0 + seed}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = _summary(seed, [(3.0, 40.0)], [(5.0 + seed, acc_final)])
+    summary["steps"] = 60
+    (d / "summary.json").write_text(json.dumps(summary))
+    dirs[seed] = str(d)
+  got = table.curves({"a": dirs})["a"]
+  steps, mean, std = got["eval_accuracy"]
+  assert steps == [30, 60]
+  np.testing.assert_allclose(mean, [52.0, 65.0])
+  np.testing.assert_allclose(std, [np.std([50, 54], ddof=1), np.std([60, 70], ddof=1)])
+  assert got["eval_tpf"][1] == [4.5, 5.5]
+
 def _config(**kw):
   c = plan.load_config(os.path.join(ROOT, "configs/compare.py") + ":test")
   with c.unlocked():
