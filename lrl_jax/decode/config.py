@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+PALLAS_PLATFORMS = ("gpu", "tpu")  # platforms with a compiled paged-prefix kernel (model/pallas_*paged.py)
 STRATEGIES = ("sequential", "low_confidence_static", "low_confidence_dynamic", "entropy_bounded")
 
 
@@ -27,7 +28,7 @@ class DecodeConfig:
   max_new_tokens: int = 512
   stop_ids: tuple[int, ...] = ()
   dtype: str = "float32"
-  attn_impl: str = "auto"  # xla | pallas | auto (on GPU: the faster of the two, timed once; elsewhere xla)
+  attn_impl: str = "auto"  # xla | pallas | auto (`for_platform`: the Pallas kernel on GPU and TPU, elsewhere xla)
 
   @property
   def num_steps(self) -> int:
@@ -36,6 +37,13 @@ class DecodeConfig:
   @property
   def is_greedy(self) -> bool:
     return self.greedy or self.temperature == 0
+
+  def for_platform(self, platform: str) -> "DecodeConfig":
+    """attn_impl "auto" resolved for the platform ("gpu", "tpu", "cpu") of the devices the engine is compiled for:
+    the Pallas paged kernel where one lowers (Triton on GPU, Mosaic on TPU), the XLA page walk elsewhere."""
+    if self.attn_impl != "auto":
+      return self
+    return dataclasses.replace(self, attn_impl="pallas" if platform in PALLAS_PLATFORMS else "xla")
 
   def validate(self) -> "DecodeConfig":
     """Raise DecodeError naming the first bad setting; return self."""

@@ -5,7 +5,8 @@ clean blocks before the window: all visible). The window part is a small dense s
 row's pages in fixed chunks of `chunk_pages` with an online softmax, so it reads only the pages a call gathers
 (`page_table` columns: a bucket of the longest row) and a row's result depends only on its own pages: chunks past its
 length are exact identities of the merge. `prefix_impl="pallas"` reads pages through the page table in a kernel
-(`model/pallas_paged.py`) instead of gathering them.
+instead of gathering them: Mosaic (`model/pallas_tpu_paged.py`) when lowered for TPU, Triton (`model/pallas_paged.py`)
+for CUDA, the Triton one interpreted elsewhere. The choice is made at lowering, from the platform compiled for.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def merge(state: Partial, scores: jax.Array, allow: jax.Array, v: jax.Array) -> 
   corr = jnp.exp(state.m - m)
   acc = corr[..., None] * state.acc + jnp.einsum("btkgs,bskd->btkgd", p, v.astype(jnp.float32))
   return Partial(acc, m, corr * state.l + p.sum(-1))
+
+
+def combine(a: Partial, b: Partial) -> Partial:
+  """Log-sum-exp merge of two states over disjoint key sets."""
+  top = jnp.maximum(a.m, b.m)
+  ca, cb = jnp.exp(a.m - top), jnp.exp(b.m - top)
+  return Partial(ca[..., None] * a.acc + cb[..., None] * b.acc, top, ca * a.l + cb * b.l)
 
 
 def window_partial(q, k, v, q_tok: masks.Tokens, mode: str, block_size: int | None) -> Partial:
@@ -91,8 +99,9 @@ def attend(q, k, v, q_tok: masks.Tokens, pool_k, pool_v, page_table, length, mod
   """Decoding-call attention: own window [b, t] + the paged prefix of each row → [b, t, h, d] in q's dtype."""
   state = window_partial(q, k, v, q_tok, mode, block_size)
   if prefix_impl == "pallas":
-    from lrl_jax.model import pallas_paged
-    state = pallas_paged.prefix_partial(state, q, pool_k, pool_v, page_table, length)
+    from lrl_jax.model import pallas_paged, pallas_tpu_paged
+    state = jax.lax.platform_dependent(state, q, pool_k, pool_v, page_table, length,
+                                       tpu=pallas_tpu_paged.prefix_partial, default=pallas_paged.prefix_partial)
   else:
     state = prefix_partial(state, q, pool_k, pool_v, page_table, length, chunk_pages)
   return finish(state, q.dtype)

@@ -1,0 +1,142 @@
+"""The Pallas TPU (Mosaic) paged-prefix kernel: interpreted on CPU against the XLA page walk, the engine's greedy
+tokens through it, its deviceless TPU compile at SDAR-8B shape, and the engine picking it on a TPU mesh."""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.pallas import tpu as pltpu
+
+from lrl_jax.decode import DecodeConfig, Decoder
+from lrl_jax.model import masks, paged_attention as pa, pallas_paged, pallas_tpu_paged
+from lrl_jax.weights import load_checkpoint, tiny
+from tests.optional import needs_libtpu
+
+B, T, H, KH, D = 3, 8, 4, 2, 16
+
+
+def _inputs(page, length, table, seed, dtype):
+  """Slots of `length` positions over pool pages listed out of order in `table` [B, n]."""
+  rng = np.random.default_rng(seed)
+  arr = lambda *shape: jnp.asarray(rng.standard_normal(shape), dtype)
+  length = jnp.asarray(length, jnp.int32)
+  valid = jnp.arange(T)[None] < jnp.asarray([[8], [7], [8]])
+  tok = masks.make_tokens(length[:, None] + jnp.arange(T)[None], valid=valid)
+  pages = 12
+  return (arr(B, T, H, D), arr(B, T, KH, D), arr(B, T, KH, D), arr(pages, page, KH, D), arr(pages, page, KH, D),
+          jnp.asarray(table, jnp.int32), length, tok)
+
+
+# (page, lengths, table): a partly filled last page, a partial single page, an empty slot. Pages of 16 run one step of
+# 8 pages (all but the first 2 repeats of the last, masked); pages of 64 run 3 steps of 2 (both DMA buffers, a
+# repeated page).
+CASES = [(16, [18, 4, 0], [[3, 1, 7, 0, 11, 2, 2, 2], [2, 9, 0, 0, 0, 0, 0, 0], [5, 4, 6, 8, 10, 1, 0, 3]]),
+         (64, [300, 64, 0], [[9, 3, 11, 0, 6, 0], [7, 0, 0, 0, 0, 0], [1, 2, 4, 5, 8, 10]])]
+
+
+def _kernel_out(q, k, v, tok, pk, pv, table, length):
+  state = pallas_tpu_paged.prefix_partial(pa.window_partial(q, k, v, tok, "block", 4), q, pk, pv, table, length,
+                                          interpret=pltpu.InterpretParams())
+  return np.asarray(pa.finish(state, q.dtype), np.float32)
+
+
+@pytest.mark.parametrize("page,length,table", CASES)
+def test_interpreted_kernel_matches_xla_page_walk(page, length, table):
+  """TPU interpret mode (DMAs and semaphores simulated, scratch NaN-filled until written) against the XLA walk."""
+  for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
+    q, k, v, pk, pv, table_, length_, tok = _inputs(page, length, table, 1, dtype)
+    want = np.asarray(pa.attend(q, k, v, tok, pk, pv, table_, length_, "block", 4, chunk_pages=2), np.float32)
+    got = _kernel_out(q, k, v, tok, pk, pv, table_, length_)
+    assert np.abs(got - want).max() <= tol, dtype
+  # a wider page table (the bucket of a longer neighbour) changes nothing: the loop bound is the slot's own length
+  wide = jnp.concatenate([table_, jnp.zeros((B, 6), jnp.int32)], 1)
+  assert np.array_equal(_kernel_out(q, k, v, tok, pk, pv, wide, length_), got)
+
+
+def test_engine_greedy_tokens_through_the_kernel(tmp_path, monkeypatch):
+  """The engine's "pallas" prefix, routed on this CPU host to the TPU kernel (interpreted), decodes the same greedy
+  tokens as the XLA page walk; prompts of up to 12 tokens, 10 new tokens, pages of 8 positions."""
+  cfg, params, _ = load_checkpoint(tiny.make_hf_checkpoint(str(tmp_path), tiny.tiny_config(), seed=0, init_std=0.3))
+  prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61], [30]]
+  calls = []
+
+  def tpu_kernel(*args, **kw):
+    calls.append(1)
+    return pallas_tpu_paged.prefix_partial(*args, interpret=True)
+
+  monkeypatch.setattr(pallas_paged, "prefix_partial", tpu_kernel)  # the CPU branch of paged_attention's dispatch
+  run = lambda impl: Decoder(cfg, DecodeConfig(block_size=4, steps=2, threshold=0.5, greedy=True, max_new_tokens=10,
+                                               attn_impl=impl), batch_size=2, max_prompt_len=12,
+                             page_size=8).generate(params, prompts)
+  want, got = run("xla"), run("pallas")
+  assert calls, "the kernel was not traced"
+  assert [r["response_ids"] for r in got] == [r["response_ids"] for r in want]
+  assert [r["step_map"] for r in got] == [r["step_map"] for r in want]
+
+
+def test_auto_resolves_to_the_kernel_on_gpu_and_tpu():
+  auto = DecodeConfig()
+  assert [auto.for_platform(p).attn_impl for p in ("tpu", "gpu", "cpu")] == ["pallas", "pallas", "xla"]
+  assert DecodeConfig(attn_impl="xla").for_platform("tpu").attn_impl == "xla"
+
+
+@pytest.fixture
+def tpu_env(monkeypatch):
+  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
+@needs_libtpu
+def test_kernel_compiles_for_tpu_deviceless(tpu_env):
+  """Mosaic compiles it for v5e from this CPU host at SDAR-8B shape (bf16, head_dim 128, GQA 4, pages of 32, a
+  window of 32): the kernel is one tpu_custom_call reading the pool in place (no instruction copies the pool)."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from lrl_jax.plan import targets
+
+  topo = targets.topology(targets.parse_target("v5e:2x2"))
+  mesh = jax.sharding.Mesh(np.asarray(topo.devices[:1]), ("d",))
+  rep = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P()))
+  b, t, h, kh, d, page, pages, n = 8, 32, 32, 8, 128, 32, 512, 64
+
+  def call(q, pk, pv, table, length):
+    g = h // kh
+    empty = pa.Partial(jnp.zeros((b, t, kh, g, d)), jnp.full((b, t, kh, g), -1e30), jnp.zeros((b, t, kh, g)))
+    return pallas_tpu_paged.prefix_partial(empty, q, pk, pv, table, length)
+
+  pool = rep((pages, page, kh, d), jnp.bfloat16)
+  text = jax.jit(call).lower(rep((b, t, h, d), jnp.bfloat16), pool, pool, rep((b, n), jnp.int32),
+                             rep((b,), jnp.int32)).compile().as_text()
+  kernel = [line for line in text.splitlines() if 'custom_call_target="tpu_custom_call"' in line]
+  assert len(kernel) == 1 and "paged_prefix_attention_tpu" in kernel[0]
+  assert len(re.findall(r"= bf16\[512,32,8,128\]", text)) == 2  # the two pool parameters, nothing else
+
+
+@needs_libtpu
+def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(tpu_env):
+  """attn_impl="pallas" in the engine compiled for v5e (slots over fsdp=2, kv heads over tensor=2): the prefix goes
+  through the Mosaic kernel (nested in a shard_map over the tensor axis), and no collective gathers the pool."""
+  from lrl_jax.decode import api, programs
+  from lrl_jax.model import init_params
+  from lrl_jax.parallel import mesh as mesh_lib
+  from lrl_jax.plan import targets
+
+  mesh = mesh_lib.make_mesh(1, 2, 2, devices=targets.topology(targets.parse_target("v5e:2x2")).devices)
+  cfg = tiny.tiny_config(hidden_size=256, head_dim=128, vocab_size=512, intermediate_size=512)
+  dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=28, dtype="bfloat16", attn_impl="pallas")
+  shape = api.engine_shape(cfg, dcfg, 8, 36, shards=programs.shards(mesh))
+  prog = programs.for_mesh(mesh, programs.kv_split(cfg, mesh))
+  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16, sharding=s), shapes,
+                        mesh_lib.rollout_shardings(cfg, shapes, mesh))
+  state = jax.eval_shape(lambda: programs.init_state(cfg, shape, jnp.bfloat16, mesh))
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, (prog.slots, prog.pool))
+  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
+  text = prog.run.lower(params, *state, scalar(jnp.int32), scalar(jnp.bool_), cfg=cfg, dcfg=dcfg, shape=shape,
+                        bucket=shape.max_pages).compile().as_text()
+  assert "paged_prefix_attention_tpu" in text
+  gathers = [line for line in text.splitlines() if re.search(r"all-gather(-start)?\(", line)]
+  assert not any(f",{shape.page_size},1,128]" in line.split("all-gather")[0] for line in gathers), gathers
