@@ -2,10 +2,11 @@
 
 "xla": dense scores, optionally chunked over queries (live scores [batch, heads, chunk, keys]); "flash": key-chunked
 online softmax with a custom VJP (`flash.py`, memory linear in length, any backend); kernels register themselves
-on import ("pallas" decode kernel, "pallas_flash" Triton training kernel). Scores and softmax are float32.
-`training_backend` picks the training attention from the platform of the mesh's devices: the Triton kernel on GPUs,
-dense "xla" on CPUs (small rows), "flash" elsewhere (TPU included: splash attention's masks are static in index space,
-while the rows' noisy windows make the SPEC §3 mask data-dependent).
+on import ("pallas" decode kernel, "pallas_flash" Triton and "pallas_tpu_flash" Mosaic training kernels). Scores and
+softmax are float32. `training_backend` picks the training attention from the platform of the mesh's devices: the
+Triton kernel on GPUs, the Mosaic kernel on TPUs, dense "xla" on CPUs (small rows), "flash" elsewhere. TPUs do not use
+splash attention: its masks are static in index space, while each row's noisy window start makes the SPEC §3 mask
+data-dependent; the Mosaic kernel instead skips tiles by a per-row table computed from the token metadata.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_s
 
 
 BACKENDS = {"xla": attend, "flash": flash.flash_attend}
-TRAINING_KERNELS = {"gpu": ("lrl_jax.model.pallas_flash", "pallas_flash"), "cpu": (None, "xla")}
+TRAINING_KERNELS = {"gpu": ("lrl_jax.model.pallas_flash", "pallas_flash"),
+                    "tpu": ("lrl_jax.model.pallas_tpu_flash", "pallas_tpu_flash"), "cpu": (None, "xla")}
 
 
 def register_backend(name: str, fn) -> None:

@@ -1,0 +1,112 @@
+"""The Mosaic training flash kernels (forward and backward) in interpret mode against dense XLA attention (fp32,
+1e-5), their tile table and mask rule, and a deviceless forward+backward compile for a TPU topology."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.pallas import tpu as pltpu
+
+from lrl_jax.model import attention, masks
+from lrl_jax.model import pallas_tpu_flash as ptf
+from lrl_jax.model.flash import pad_tokens
+from tests.model.test_flash import TOL, qkv, sees_a_key, training_layout
+from tests.optional import needs_libtpu
+
+BLOCK = 4
+
+
+@pytest.mark.parametrize("mode,interpret,tiles", [
+    ("block", pltpu.InterpretParams(random_seed=0), (16, 16)),  # TPU semantics: DMAs, NaN-filled new buffers, shuffled
+    ("causal", True, (16, 8)),                                  # parallel grid axes
+])
+def test_values_and_gradients_match_dense_attention(mode, interpret, tiles):
+  tok = training_layout(seed=4)
+  noisy_starts = {int(p[n][0]) for p, n in zip(np.asarray(tok.positions), np.asarray(tok.noisy)) if n.any()}
+  assert len(noisy_starts) > 1  # the rows' noisy windows start at different blocks
+  q, k, v, cot = qkv(tok, heads=4, kv_heads=2, dim=16)
+  assert q.shape[1] % 16 and q.shape[1] % 8  # padded to whole tiles inside
+  seen = jnp.asarray(sees_a_key(tok, mode, BLOCK))[..., None, None]
+  assert not bool(seen.all())  # a padding row and padded positions see no key: the kernel gives them zeros
+  cot = jnp.where(seen, cot, 0.0)  # what is never read gets no cotangent
+
+  def out_and_grads(fn):
+    out, pull = jax.vjp(fn, q, k, v)
+    return out, pull(cot)
+
+  out_d, g_d = out_and_grads(lambda q, k, v: attention.attend(q, k, v, tok, tok, mode, BLOCK))
+  out_k, g_k = jax.jit(lambda: out_and_grads(lambda q, k, v: ptf.pallas_tpu_flash_attend(
+      q, k, v, tok, tok, mode, BLOCK, interpret=interpret, q_tile=tiles[0], k_tile=tiles[1])))()
+  assert np.abs(np.where(seen, out_d - out_k, 0.0)).max() <= TOL
+  assert np.abs(np.where(seen, 0.0, out_k)).max() == 0.0
+  for a, b in zip(g_d, g_k):
+    assert 0.1 < float(jnp.abs(a).max()) <= 10.0  # gradients of order one: the bound below is close to absolute
+    assert float(jnp.abs(a - b).max()) <= TOL * max(1.0, float(jnp.abs(a).max()))
+
+
+@pytest.mark.parametrize("mode", ["block", "causal"])
+def test_kernel_mask_rule_equals_masks_allowed(mode):
+  """`_allowed` on codes (either tile orientation) is `masks.allowed` on the tokens they encode."""
+  rng = np.random.default_rng(0)
+  n = 64
+  tok = masks.make_tokens(jnp.asarray(rng.integers(0, 24, (1, n))), jnp.asarray(rng.random((1, n)) < 0.8),
+                          jnp.asarray(rng.random((1, n)) < 0.5))
+  want = np.asarray(masks.allowed(tok, tok, mode, BLOCK)[0])
+  code = ptf._codes(tok, mode, BLOCK)[0]  # [1, n]
+  assert 0 < want.sum() < want.size
+  np.testing.assert_array_equal(np.asarray(ptf._allowed(code.T, code, mode)), want)
+  np.testing.assert_array_equal(np.asarray(ptf._allowed(code, code.T, mode)), want.T)
+  np.testing.assert_array_equal(np.asarray(ptf._col(code)), np.asarray(code.T))
+  np.testing.assert_array_equal(np.asarray(ptf._row(code.T)), np.asarray(code))
+
+
+def test_tile_table_skips_empty_tiles_and_their_loads():
+  tok = pad_tokens(training_layout(seed=4, length=40), 80)
+  tq = tk = 8
+  state = np.asarray(ptf.tile_states(tok, tok, "block", BLOCK, tq, tk))  # [b, 10, 10]
+  allow = np.asarray(masks.allowed(tok, tok, "block", BLOCK)).reshape(3, 10, tq, 10, tk)
+  want = np.where(allow.all((2, 4)), ptf.FULL, allow.any((2, 4)).astype(int))
+  np.testing.assert_array_equal(state, want)
+  assert {ptf.EMPTY, ptf.PARTIAL, ptf.FULL} <= set(state.ravel().tolist())
+  assert (state == ptf.EMPTY).mean() > 0.4
+  table = np.asarray(ptf._with_fetch(jnp.asarray(state)))
+  np.testing.assert_array_equal(table & 3, state)
+  fetch, live = table >> 2, state > ptf.EMPTY
+  j = np.broadcast_to(np.arange(10), state.shape)
+  np.testing.assert_array_equal(fetch[live], j[live])  # live tiles load their own key tile
+  for r in range(3):  # along the grid's (query tile, key tile) steps a new key tile is loaded only for a live step:
+    order, alive = fetch[r].ravel(), live[r].ravel()  # the next one (prefetch), with no other load in between
+    for c in np.flatnonzero(order[1:] != order[:-1]) + 1:
+      user = c + int(np.argmax(alive[c:]))
+      assert alive[user] and order[c] == user % 10 and (order[c:user + 1] == order[c]).all()
+
+
+@needs_libtpu
+def test_forward_and_backward_compile_for_tpu_deviceless(monkeypatch):
+  """TPU meshes pick this kernel; fwd+bwd at d 128, bf16, 2048 positions, default tiles, 4 chips, lower to Mosaic."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from lrl_jax.parallel import mesh as mesh_lib
+  from lrl_jax.plan import targets
+
+  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  topo = targets.topology(targets.parse_target("v5e:2x2"))
+  mesh = mesh_lib.make_mesh(1, 4, 1, devices=topo.devices)
+  impl = attention.training_backend(topo.devices)
+  assert impl == "pallas_tpu_flash"
+  b, t, h, kh, d = 8, 2048, 4, 2, 128
+  row = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P("fsdp")))
+
+  def loss(q, k, v, pos, noisy, valid):
+    tok = masks.Tokens(pos, noisy, valid)
+    return attention.BACKENDS[impl](q, k, v, tok, tok, "block", BLOCK, None).astype(jnp.float32).sum()
+
+  with mesh_lib.activate(mesh):
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(
+        row((b, t, h, d), jnp.bfloat16), row((b, t, kh, d), jnp.bfloat16), row((b, t, kh, d), jnp.bfloat16),
+        row((b, t), jnp.int32), row((b, t), bool), row((b, t), bool)).compile()
+  text = compiled.as_text()
+  assert text.count("custom_call_target=\"tpu_custom_call\"") == 3
+  assert all(name in text for name in ("tpu_flash_fwd", "tpu_flash_dkdv", "tpu_flash_dq"))
+  assert "all-gather" not in text  # per batch shard (shard_map): inputs are never gathered
