@@ -7,15 +7,13 @@ tokens; the same prompt and stream give the same record whatever slot, neighbour
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from typing import Any, Iterable, Iterator, Sequence
-
-import jax
 
 from lrl_jax.decode import programs, scheduler, slots as slots_lib
 from lrl_jax.decode.config import DecodeConfig, DecodeError
 from lrl_jax.decode.scheduler import Request, make_record
+from lrl_jax.model import attention
 from lrl_jax.model.config import ModelConfig
 
 
@@ -52,11 +50,10 @@ class Decoder:
     dcfg.validate().check_model(cfg.block_size, cfg.mask_token_id, cfg.vocab_size)
     if dcfg.attn_impl == "pallas":
       importlib.import_module("lrl_jax.model.pallas_paged")
-    if dcfg.attn_impl == "auto":  # the Pallas paged kernel where it compiles (GPU), XLA elsewhere
-      dcfg = dataclasses.replace(dcfg, attn_impl="pallas" if jax.default_backend() == "gpu" else "xla")
+    mesh = mesh or programs.default_mesh()
+    dcfg = dcfg.for_platform(attention.platform_of(mesh.devices.flat))  # the paged kernel on GPU and TPU
     self.cfg, self.dcfg, self.batch_size, self.tokenizer = cfg, dcfg, batch_size, tokenizer
     self.max_prompt_len = max_prompt_len
-    mesh = mesh or programs.default_mesh()
     shape = engine_shape(cfg, dcfg, batch_size, max_prompt_len + dcfg.max_new_tokens, pool_tokens, page_size, fuse,
                          shards=programs.shards(mesh))
     self.scheduler = scheduler.Scheduler(cfg, dcfg, shape, mesh, forwards_per_call)

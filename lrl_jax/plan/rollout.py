@@ -8,7 +8,6 @@ for the widest page-table bucket (every slot full), with its slots and KV pages 
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +35,7 @@ def engine_programs_for(s: Setup, slots: int) -> list[Program]:
   """Reshard + engine call at `slots` slots. FLOPs assume every response runs to max_new_tokens at `s.tpf` tokens
   per denoising forward (an upper bound), one commit per block, prompts prefilled one block per forward."""
   cfg, dcfg = s.cfg, s.dcfg
-  if dcfg.attn_impl == "auto":  # the Pallas paged kernel on GPU targets, the XLA page walk elsewhere
-    gpu = attention.platform_of(s.mesh.devices.flat) == "gpu"
-    dcfg = dataclasses.replace(dcfg, attn_impl="pallas" if gpu else "xla")
+  dcfg = dcfg.for_platform(attention.platform_of(s.mesh.devices.flat))  # the target's paged kernel (GPU, TPU)
   dtype = jnp.dtype(dcfg.dtype)
   shape = engine_shape(s, slots)
   prog = engine_programs.for_mesh(s.mesh, engine_programs.kv_split(cfg, s.mesh))
