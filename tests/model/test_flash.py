@@ -86,14 +86,13 @@ def test_query_chunks_need_not_divide_the_length():
 
 def test_training_backend_follows_the_devices_platform():
   assert attention.training_backend(jax.devices("cpu")) == "xla"
-  assert attention.training_backend([type("D", (), {"platform": "tpu"})()]) == "flash"
+  assert attention.training_backend([type("D", (), {"platform": "tpu"})()]) == "pallas_tpu_flash"
   assert attention.platform_of([type("D", (), {"platform": "cuda"})()]) == "gpu"
-
 
 
 @needs_libtpu
 def test_flash_compiles_for_tpu_deviceless(monkeypatch):
-  """TPU meshes take the XLA flash path (the training backend of their platform); it compiles for v5e from here."""
+  """The XLA flash path (any backend's fallback; TPU meshes train with the Mosaic kernel) compiles for v5e from here."""
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from lrl_jax.parallel import mesh as mesh_lib
@@ -103,8 +102,8 @@ def test_flash_compiles_for_tpu_deviceless(monkeypatch):
   monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   topo = targets.topology(targets.parse_target("v5e:2x2"))
   mesh = mesh_lib.make_mesh(1, 4, 1, devices=topo.devices)
-  impl = attention.training_backend(topo.devices)
-  assert impl == "flash"
+  assert attention.training_backend(topo.devices) == "pallas_tpu_flash"
+  impl = "flash"
   b, t, h, kh, d = 4, 256, 4, 2, 128
   row = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P("fsdp")))
 
