@@ -83,14 +83,15 @@ def test_paged_prefix_rows_at_different_positions(tiny_model):
 
 def test_checkpoint_written_before_flax_loads_identically():
   """tests/fixtures/orbax_v0 was written by the pre-Flax model (commit f58c103) with its logits: the same tree loads
-  and gives the same logits (fp32, 1e-6)."""
+  and gives the same logits (fp32, 1e-5: the stored logits came from an older XLA, whose CPU matmuls round differently
+  by ~1e-6 on logits of size ~2; a wrong or permuted weight moves them by >1e-2)."""
   from lrl_jax.weights import load_checkpoint
   root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
   cfg, params, _ = load_checkpoint(os.path.join(root, "orbax_v0"))
   tokens = jnp.asarray([[5, 9, 17, 3, 3, 40, 41, 3]])
   h, _ = forward(params, cfg, tokens, jnp.arange(8)[None], mode="block", block_size=4)
   want = np.load(os.path.join(root, "orbax_v0_logits.npy"))
-  assert np.abs(np.asarray(logits(params, cfg, h)) - want).max() <= 1e-6
+  assert np.abs(np.asarray(logits(params, cfg, h)) - want).max() <= 1e-5
 
 
 def test_token_logprobs_match_full_log_softmax(tiny_model):
