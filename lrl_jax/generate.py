@@ -20,7 +20,7 @@ from absl import flags
 
 from lrl_jax import cli, files
 from lrl_jax.checkpoints import model_files_dir, model_params
-from lrl_jax.decode import Decoder, DecodeConfig, DecodeError, STRATEGIES, default_stop_ids
+from lrl_jax.decode import Decoder, DecodeConfig, DecodeError, STRATEGIES, default_stop_ids, prompt_capacity
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.errors import UserError
 from lrl_jax.model import load_config
@@ -155,7 +155,7 @@ def run(args: types.SimpleNamespace) -> str:
   tokenizer = load_tokenizer(model_files)
   rows, prompts = read_prompts(args.input, tokenizer, cfg, dcfg.max_new_tokens)
   params = model_params(args.checkpoint, cfg, jnp.dtype(args.dtype))
-  decoder = Decoder(cfg, dcfg, batch_size=args.batch_size, tokenizer=tokenizer)
+  decoder = Decoder(cfg, dcfg, batch_size=args.batch_size, tokenizer=tokenizer, max_prompt_len=prompt_capacity(prompts))
   start = time.perf_counter()
   decoder.warm_up(params, prompts)
   compile_seconds = time.perf_counter() - start

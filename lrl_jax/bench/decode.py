@@ -90,7 +90,7 @@ def bench_batch(args, cfg, dcfg, params, model, batch: int) -> list[dict]:
     from lrl_jax.bench import torch_decode
   rng = np.random.default_rng(args.seed + batch)
   prompts = rng.integers(0, cfg.vocab_size - 1, (batch, args.prompt_len)).astype(np.int64)
-  decoder = Decoder(cfg, dcfg, batch_size=batch)
+  decoder = Decoder(cfg, dcfg, batch_size=batch, max_prompt_len=args.prompt_len)
   run_jax = lambda: decoder.generate(params, prompts.tolist())
   kwargs = dict(block_size=dcfg.block_size, steps=dcfg.num_steps, strategy=dcfg.strategy, threshold=dcfg.threshold,
                 max_new_tokens=dcfg.max_new_tokens, stop_ids=dcfg.stop_ids, mask_id=cfg.mask_token_id,

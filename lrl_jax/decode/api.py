@@ -40,6 +40,12 @@ def engine_shape(cfg: ModelConfig, dcfg: DecodeConfig, slots: int, max_len: int,
                                window=2 * bs if fuse else bs, prefix_chunk=prefix_chunk, shards=shards)
 
 
+def prompt_capacity(prompts: Sequence[Sequence[int]]) -> int:
+  """`max_prompt_len` for a known set of prompts: the longest, rounded up to a power of two (slots sized by the
+  prompts, not the 512-token default: fewer page-table buckets to compile, a smaller pool)."""
+  return scheduler.next_pow2(max((len(p) for p in prompts), default=1))
+
+
 class Decoder:
   """Generates rollout records for a model with `batch_size` slots (split over the data axes of `mesh`, default one
   device); compiled programs and the KV pool are kept between calls."""
@@ -117,4 +123,4 @@ class Decoder:
     self.scheduler.warm_up(params)
 
 
-__all__ = ["Decoder", "engine_shape", "make_record"]
+__all__ = ["Decoder", "engine_shape", "make_record", "prompt_capacity"]

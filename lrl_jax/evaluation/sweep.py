@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from lrl_jax.checkpoints import is_run_dir, model_files_dir, model_params, run_config
 from lrl_jax.data import formats, templates
-from lrl_jax.decode import Decoder, DecodeConfig, default_stop_ids
+from lrl_jax.decode import Decoder, DecodeConfig, default_stop_ids, prompt_capacity
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.errors import UserError
 from lrl_jax.evaluation import aggregate, paper
@@ -219,7 +219,7 @@ def evaluate_point(params, ckpt: Checkpoint, dcfg: DecodeConfig, data: Dataset, 
                    prompts: list[list[int]], plan: Plan, judge: Judge, samples: IO[str],
                    progress: bool) -> dict[str, Any]:
   """Decode `prompts` (compiled first, so TPS excludes compilation), judge, append samples; return the point."""
-  decoder = Decoder(ckpt.cfg, dcfg, plan.batch_size, ckpt.tokenizer)
+  decoder = Decoder(ckpt.cfg, dcfg, plan.batch_size, ckpt.tokenizer, max_prompt_len=prompt_capacity(prompts))
   name = f"{os.path.basename(os.path.normpath(ckpt.path))} {data.key} B={dcfg.block_size} θ={dcfg.threshold:g}"
   with tqdm(total=len(prompts), desc=name, unit="resp", disable=not progress) as bar:
     bar.set_postfix_str("compiling")

@@ -127,3 +127,19 @@ def test_bad_flag_value_exits_2(tiny_hf_dir, tmp_path, capsys, flag, message):
   assert generate.main([f"--checkpoint={tiny_hf_dir}", "--input=x", "--output=y", flag]) == 2
   err = capsys.readouterr().err.splitlines()
   assert len(err) == 1 and err[0].startswith(message), err
+
+
+def test_slots_are_sized_by_the_prompts(tiny_model, monkeypatch, tmp_path, tiny_hf_dir):
+  """generate sizes the slots by its longest prompt (a power of two), not the 512-token default: one page-table
+  bucket to compile for short prompts instead of six."""
+  from lrl_jax.decode import prompt_capacity
+  assert [prompt_capacity(p) for p in ([[1]], [[1] * 5, [1] * 3], [[1] * 8], [[1] * 9])] == [1, 8, 8, 16]
+  cfg, _, tok = tiny_model
+  dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=10)
+  assert len(Decoder(cfg, dcfg, batch_size=2, tokenizer=tok).scheduler.buckets()) == 6
+  built = []
+  monkeypatch.setattr(generate, "Decoder", lambda *a, **k: built.append(Decoder(*a, **k)) or built[-1])
+  src = _write(tmp_path / "in.jsonl", [{"prompt_ids": [5, 6, 7, 8, 9]}, {"prompt_ids": [5, 6]}])
+  assert generate.main([f"--checkpoint={tiny_hf_dir}", f"--input={src}", f"--output={tmp_path / 'o.jsonl'}",
+                        "--greedy", "--max_new_tokens=10"]) == 0
+  assert built[0].max_prompt_len == 8 and len(built[0].scheduler.buckets()) == 1
