@@ -1,4 +1,4 @@
-"""CPU demo: a tiny SDAR-shaped model warm-started on procedural arithmetic, then RL (~16 min on 2 cores).
+"""CPU demo: a tiny SDAR-shaped model warm-started on procedural arithmetic, then RL (~14 min on 2 cores).
 
 python -m lrl_jax.train --config configs/demo.py --workdir W              (LightningRL)
 python -m lrl_jax.train --config configs/demo.py:grpo --workdir W2        (or :grpo_traj, the baselines)
