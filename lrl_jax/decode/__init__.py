@@ -4,4 +4,5 @@ from lrl_jax.decode.api import Decoder, engine_shape, make_record, prompt_capaci
 from lrl_jax.decode.config import STRATEGIES, DecodeConfig, DecodeError
 from lrl_jax.decode.stops import default_stop_ids
 
-__all__ = ["Decoder", "engine_shape", "make_record", "prompt_capacity", "STRATEGIES", "DecodeConfig", "DecodeError", "default_stop_ids"]
+__all__ = ["Decoder", "engine_shape", "make_record", "prompt_capacity", "STRATEGIES", "DecodeConfig", "DecodeError",
+           "default_stop_ids"]
