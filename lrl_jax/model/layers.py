@@ -86,7 +86,7 @@ class DecoderLayer(nn.Module):
     return jnp.asarray(value).astype(self.dtype)
 
   @nn.compact
-  def __call__(self, x, q_tok: masks.Tokens, prefix_k, prefix_v, prefix_meta):
+  def __call__(self, x, q_tok: masks.Tokens, prefix: PagedKV | None, layer: jax.Array):
     cfg = self.cfg
     e, h, kh, d, m = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
     weight = lambda name, shape, axes: self._param(name, shape, axes, lambda pd: _normal(self.init_std, pd))
@@ -106,11 +106,12 @@ class DecoderLayer(nn.Module):
     k = rope(rms_norm(k, norm("k_norm", d, "head_dim"), cfg.rms_norm_eps), q_tok.positions, cfg.rope_theta)
     q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "head_dim"))
     k = nn.with_logical_constraint(k, ("batch", "seq", "kv_heads", "head_dim"))
-    if prefix_k is None:
+    if prefix is None:
       attn = attention.BACKENDS[self.attn_impl](q, k, v, q_tok, q_tok, self.mode, self.block_size, self.q_chunk)
     else:  # a decoding call: own window + the row's cached pages (attn_impl picks how the pages are read)
-      attn = paged_attention.attend(q, k, v, q_tok, prefix_k, prefix_v, *prefix_meta, self.mode, self.block_size,
-                                    self.prefix_chunk, "pallas" if self.attn_impl == "pallas" else "xla")
+      impl = "pallas" if self.attn_impl == "pallas" else "xla"
+      attn = paged_attention.attend(q, k, v, q_tok, prefix.k, prefix.v, prefix.page_table, prefix.length, self.mode,
+                                    self.block_size, self.prefix_chunk, impl, layer=layer)
     attn = jnp.einsum("bthd,hde->bte", attn, weight("o_proj", (h, d, e), ("heads", "head_dim", "embed")))
     if cfg.attention_bias:
       attn = attn + bias("o_bias", (e,), ("embed",))
@@ -161,10 +162,10 @@ class SDAR(nn.Module):
     if self.remat != "none":
       layer = nn.remat(layer, policy=policy, prevent_cse=False)
     stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                    in_axes=(nn.broadcast, 0, 0, nn.broadcast), length=cfg.num_layers,
+                    in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
-    pk, pv, meta = (None, None, None) if prefix is None else (prefix.k, prefix.v, (prefix.page_table, prefix.length))
     x, kv = stack(cfg=cfg, dtype=self.dtype, param_dtype=self.param_dtype, init_std=self.init_std, mode=self.mode,
                   block_size=self.block_size, attn_impl=self.attn_impl, q_chunk=self.q_chunk,
-                  return_kv=self.return_kv, prefix_chunk=self.prefix_chunk, name="layers")(x, q_tok, pk, pv, meta)
+                  return_kv=self.return_kv, prefix_chunk=self.prefix_chunk,
+                  name="layers")(x, q_tok, prefix, jnp.arange(cfg.num_layers))  # every layer's pool, read at its index
     return rms_norm(x, final_norm, cfg.rms_norm_eps), (KV(*kv) if self.return_kv else None)

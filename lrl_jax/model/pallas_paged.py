@@ -22,18 +22,20 @@ _NEG = -1e30
 _MIN_ROWS = 16  # Triton's smallest dot operand dimension
 
 
-def _kernel(length_ref, table_ref, q_ref, k_ref, v_ref, acc_ref, m_ref, l_ref, *, page: int):
-  """q_ref [rows, d] (scaled); k/v refs: the whole pool [pages, page, kh, d]; writes acc [rows, d], m/l [rows]."""
+def _kernel(length_ref, layer_ref, table_ref, q_ref, k_ref, v_ref, acc_ref, m_ref, l_ref, *, page: int):
+  """q_ref [rows, d] (scaled); k/v refs: every layer's pool [layers, pages, page, kh, d], read at layer_ref's layer;
+  writes acc [rows, d], m/l [rows]."""
   rows, d = q_ref.shape
   q = q_ref[...]
   length = length_ref[()]
+  layer = layer_ref[()]
   h = pl.program_id(1)
 
   def body(i, carry):
     acc, m, l = carry
     pid = table_ref[i]
-    k = k_ref[pid, :, h, :].astype(jnp.float32)  # [page, d]
-    v = v_ref[pid, :, h, :].astype(jnp.float32)
+    k = k_ref[layer, pid, :, h, :].astype(jnp.float32)  # [page, d]
+    v = v_ref[layer, pid, :, h, :].astype(jnp.float32)
     slot = i * page + jnp.arange(page)
     allow = (slot < length)[None, :]
     s = jnp.where(allow, pltriton.dot(q, k, trans_b=True), _NEG)
@@ -47,23 +49,26 @@ def _kernel(length_ref, table_ref, q_ref, k_ref, v_ref, acc_ref, m_ref, l_ref, *
   acc_ref[...], m_ref[...], l_ref[...] = acc, m, l
 
 
-def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, *, interpret: bool | None = None) -> Partial:
-  """`paged_attention.prefix_partial` through the kernel: q [b, t, h, d], pool [pages, page, kh, d],
-  page_table [b, n] int32, length [b] int32 → state merged with every row's cached positions."""
+def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer, *,
+                   interpret: bool | None = None) -> Partial:
+  """`paged_attention.prefix_partial` through the kernel: q [b, t, h, d], pools [layers, pages, page, kh, d] read
+  at `layer` (a scalar: no layer is sliced out, which would copy it), page_table [b, n] int32, length [b] int32 →
+  state merged with every row's cached positions."""
   if interpret is None:
     interpret = jax.default_backend() == "cpu"
   b, t, h, d = q.shape
-  page, kh = pool_k.shape[1], pool_k.shape[2]
+  page, kh = pool_k.shape[2], pool_k.shape[3]
   g = h // kh
   rows = max(_MIN_ROWS, pl.next_power_of_2(t * g))
   qp = (q.astype(jnp.float32) * d ** -0.5).reshape(b, t, kh, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, d)
   qp = jnp.pad(qp, ((0, 0), (0, 0), (0, rows - t * g), (0, 0)))  # [b, kh, rows, d]
   n = page_table.shape[1]
-  pool_spec = pl.BlockSpec(pool_k.shape, lambda i, j: (0, 0, 0, 0))
+  pool_spec = pl.BlockSpec(pool_k.shape, lambda i, j: (0, 0, 0, 0, 0))
   acc, m, l = pl.pallas_call(
       functools.partial(_kernel, page=page),
       grid=(b, kh),
-      in_specs=[pl.BlockSpec((None,), lambda i, j: (i,)), pl.BlockSpec((None, n), lambda i, j: (i, 0)),
+      in_specs=[pl.BlockSpec((None,), lambda i, j: (i,)), pl.BlockSpec((None,), lambda i, j: (0,)),
+                pl.BlockSpec((None, n), lambda i, j: (i, 0)),
                 pl.BlockSpec((None, None, rows, d), lambda i, j: (i, j, 0, 0)), pool_spec, pool_spec],
       out_specs=[pl.BlockSpec((None, None, rows, d), lambda i, j: (i, j, 0, 0)),
                  pl.BlockSpec((None, None, rows), lambda i, j: (i, j, 0)),
@@ -73,7 +78,8 @@ def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, *, int
       compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=2),
       interpret=interpret,
       name="paged_prefix_attention",
-  )(length.astype(jnp.int32), page_table.astype(jnp.int32), qp, pool_k, pool_v)
+  )(length.astype(jnp.int32), jnp.reshape(layer, (1,)).astype(jnp.int32), page_table.astype(jnp.int32), qp, pool_k,
+    pool_v)
   unpack = lambda a: a[:, :, :t * g].reshape(b, kh, t, g, *a.shape[3:]).swapaxes(1, 2)  # [b, t, kh, g, ...]
   acc, m, l = unpack(acc), unpack(m), unpack(l)
   top = jnp.maximum(state.m, m)

@@ -31,14 +31,16 @@ def _head_rows(page_buf, h: int) -> jax.Array:
   return page_buf[:, :, h, :].reshape(n * page, d)
 
 
-def _kernel(length_ref, table_ref, q_ref, k_hbm, v_hbm, acc_ref, m_ref, l_ref, k_buf, v_buf, sems, *, page: int,
-            per_step: int, width: int):
-  """q_ref [kh, rows, d] (scaled); k_hbm/v_hbm: the pool [pages, page, kh, d] left in HBM; k_buf/v_buf VMEM
+def _kernel(length_ref, layer_ref, table_ref, q_ref, k_hbm, v_hbm, acc_ref, m_ref, l_ref, k_buf, v_buf, sems, *,
+            page: int, per_step: int, width: int):
+  """q_ref [kh, rows, d] (scaled); k_hbm/v_hbm: every layer's pool [layers, pages, page, kh, d] left in HBM, read
+  at layer_ref's layer (SMEM, like the page table); k_buf/v_buf VMEM
   [2, per_step, page, kh, d]; sems DMA [2 (k, v), 2 (buffer)]. Writes acc [kh, rows, d], m/l [kh, rows, 128]."""
   kh, rows, _ = q_ref.shape
   keys = per_step * page
   slot = pl.program_id(0)
   length = length_ref[slot]
+  layer = layer_ref[0]
   used = jax.lax.div(length + page - 1, page)  # pages holding positions < length (lax.div: no sign op in Mosaic)
   steps = jax.lax.div(used + per_step - 1, per_step)
 
@@ -47,8 +49,8 @@ def _kernel(length_ref, table_ref, q_ref, k_hbm, v_hbm, acc_ref, m_ref, l_ref, k
     out = []
     for j in range(per_step):
       pid = table_ref[slot * width + jnp.minimum(step * per_step + j, used - 1)]
-      out.append(pltpu.make_async_copy(k_hbm.at[pid], k_buf.at[buf, j], sems.at[0, buf]))
-      out.append(pltpu.make_async_copy(v_hbm.at[pid], v_buf.at[buf, j], sems.at[1, buf]))
+      out.append(pltpu.make_async_copy(k_hbm.at[layer, pid], k_buf.at[buf, j], sems.at[0, buf]))
+      out.append(pltpu.make_async_copy(v_hbm.at[layer, pid], v_buf.at[buf, j], sems.at[1, buf]))
     return out
 
   acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
@@ -91,10 +93,10 @@ def _kernel(length_ref, table_ref, q_ref, k_hbm, v_hbm, acc_ref, m_ref, l_ref, k
   jax.lax.fori_loop(0, steps, body, 0)
 
 
-def _prefix_state(q, pool_k, pool_v, page_table, length, interpret) -> Partial:
+def _prefix_state(q, pool_k, pool_v, page_table, length, layer, interpret) -> Partial:
   """The kernel's state over every slot's cached positions: q [b, t, h, d] → Partial [b, t, kh, g, ...]."""
   b, t, h, d = q.shape
-  page, kh = pool_k.shape[1], pool_k.shape[2]
+  page, kh = pool_k.shape[2], pool_k.shape[3]
   g = h // kh
   rows = -(-t * g // 8) * 8  # float32 sublanes
   per_step = max(1, _LANES // page)  # scores [rows, per_step*page]: at least one lane-width of keys per step
@@ -106,7 +108,7 @@ def _prefix_state(q, pool_k, pool_v, page_table, length, interpret) -> Partial:
   acc, m, l = pl.pallas_call(
       functools.partial(_kernel, page=page, per_step=per_step, width=n),
       grid_spec=pltpu.PrefetchScalarGridSpec(
-          num_scalar_prefetch=2, grid=(b,),
+          num_scalar_prefetch=3, grid=(b,),
           in_specs=[block(d), pl.BlockSpec(memory_space=pl.ANY), pl.BlockSpec(memory_space=pl.ANY)],
           out_specs=[block(d), block(_LANES), block(_LANES)],
           scratch_shapes=[buffer(pool_k.dtype), buffer(pool_v.dtype), pltpu.SemaphoreType.DMA((2, 2))]),
@@ -116,7 +118,8 @@ def _prefix_state(q, pool_k, pool_v, page_table, length, interpret) -> Partial:
       compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)),
       interpret=interpret,
       name="paged_prefix_attention_tpu",
-  )(length.astype(jnp.int32), page_table.astype(jnp.int32).reshape(-1), qp, pool_k, pool_v)
+  )(length.astype(jnp.int32), jnp.reshape(layer, (1,)).astype(jnp.int32), page_table.astype(jnp.int32).reshape(-1), qp,
+    pool_k, pool_v)
   unpack = lambda a: a[:, :, :t * g].reshape(b, kh, t, g, *a.shape[3:]).swapaxes(1, 2)  # [b, t, kh, g, ...]
   return Partial(unpack(acc), unpack(m[..., 0]), unpack(l[..., 0]))
 
@@ -130,13 +133,15 @@ def _manual(fn, kv_heads: int):
     return fn
   heads = auto if kv_heads % math.prod(mesh.shape[a] for a in auto) == 0 else None
   x4, x5 = P(None, None, heads, None), P(None, None, heads, None, None)
-  return jax.shard_map(fn, mesh=mesh, in_specs=(x4, x4, x4, P(), P()), out_specs=Partial(x5, x4, x4),
+  pool = P(None, None, None, heads, None)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(x4, pool, pool, P(), P(), P()), out_specs=Partial(x5, x4, x4),
                        axis_names=set(auto), check_vma=False)
 
 
-def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, *, interpret=False) -> Partial:
-  """`paged_attention.prefix_partial` through the Mosaic kernel: q [b, t, h, d], pool [pages, page, kh, d],
-  page_table [b, n] int32, length [b] int32 → state merged with every slot's cached positions. `interpret`:
+def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer, *, interpret=False) -> Partial:
+  """`paged_attention.prefix_partial` through the Mosaic kernel: q [b, t, h, d], pools [layers, pages, page, kh, d]
+  read at `layer` (a scalar), page_table [b, n] int32, length [b] int32 → state merged with every slot's cached
+  positions. `interpret`:
   False (compile for TPU), or True / `pltpu.InterpretParams()` to run it on CPU."""
-  kernel = _manual(functools.partial(_prefix_state, interpret=interpret), pool_k.shape[2])
-  return combine(state, kernel(q, pool_k, pool_v, page_table, length))
+  kernel = _manual(functools.partial(_prefix_state, interpret=interpret), pool_k.shape[3])
+  return combine(state, kernel(q, pool_k, pool_v, page_table, length, layer))

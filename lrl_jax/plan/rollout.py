@@ -33,7 +33,8 @@ def engine_shape(s: Setup, slots: int):
 
 def engine_programs_for(s: Setup, slots: int) -> list[Program]:
   """Reshard + engine call at `slots` slots. FLOPs assume every response runs to max_new_tokens at `s.tpf` tokens
-  per denoising forward (an upper bound), one commit per block, prompts prefilled one block per forward."""
+  per denoising forward (an upper bound), one commit per block, prompts prefilled one block per forward, and the
+  XLA page walk (its trips depend on the lengths held) over the whole page-table bucket."""
   cfg, dcfg = s.cfg, s.dcfg
   dcfg = dcfg.for_platform(attention.platform_of(s.mesh.devices.flat))  # the target's paged kernel (GPU, TPU)
   dtype = jnp.dtype(dcfg.dtype)
@@ -58,5 +59,5 @@ def engine_programs_for(s: Setup, slots: int) -> list[Program]:
       Program("rollout/reshard", reshard, (f32,), {}, 1, tuple(s.state)),
       Program("rollout/engine", prog.run, (rollout_params, *state, scalar(jnp.int32), scalar(jnp.bool_)),
               {"cfg": cfg, "dcfg": dcfg, "shape": shape, "bucket": shape.max_pages}, calls, tuple(s.state), None,
-              (r.forwards_per_call,)),
+              (r.forwards_per_call, shape.max_pages // min(shape.prefix_chunk, shape.max_pages))),
   ]

@@ -38,7 +38,9 @@ CASES = [(16, [18, 4, 0], [[3, 1, 7, 0, 11, 2, 2, 2], [2, 9, 0, 0, 0, 0, 0, 0], 
 
 
 def _kernel_out(q, k, v, tok, pk, pv, table, length):
-  state = pallas_tpu_paged.prefix_partial(pa.window_partial(q, k, v, tok, "block", 4), q, pk, pv, table, length,
+  # layer 1 of two-layer pools (layer 0 holds the other pool's pages)
+  state = pallas_tpu_paged.prefix_partial(pa.window_partial(q, k, v, tok, "block", 4), q, jnp.stack([pv, pk]),
+                                          jnp.stack([pk, pv]), table, length, jnp.int32(1),
                                           interpret=pltpu.InterpretParams())
   return np.asarray(pa.finish(state, q.dtype), np.float32)
 
@@ -102,17 +104,18 @@ def test_kernel_compiles_for_tpu_deviceless(tpu_env):
   rep = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P()))
   b, t, h, kh, d, page, pages, n = 8, 32, 32, 8, 128, 32, 512, 64
 
-  def call(q, pk, pv, table, length):
+  def call(q, pk, pv, table, length, layer):
     g = h // kh
     empty = pa.Partial(jnp.zeros((b, t, kh, g, d)), jnp.full((b, t, kh, g), -1e30), jnp.zeros((b, t, kh, g)))
-    return pallas_tpu_paged.prefix_partial(empty, q, pk, pv, table, length)
+    return pallas_tpu_paged.prefix_partial(empty, q, pk, pv, table, length, layer)
 
-  pool = rep((pages, page, kh, d), jnp.bfloat16)
+  pool = rep((3, pages, page, kh, d), jnp.bfloat16)  # every layer's pages, read at `layer`
   text = jax.jit(call).lower(rep((b, t, h, d), jnp.bfloat16), pool, pool, rep((b, n), jnp.int32),
-                             rep((b,), jnp.int32)).compile().as_text()
+                             rep((b,), jnp.int32), rep((), jnp.int32)).compile().as_text()
   kernel = [line for line in text.splitlines() if 'custom_call_target="tpu_custom_call"' in line]
   assert len(kernel) == 1 and "paged_prefix_attention_tpu" in kernel[0]
-  assert len(re.findall(r"= bf16\[512,32,8,128\]", text)) == 2  # the two pool parameters, nothing else
+  assert len(re.findall(r"= bf16\[3,512,32,8,128\]", text)) == 2  # the two pool parameters, nothing else
+  assert not re.search(r"bf16\[(1,)?512,32,8,128\]", text)  # no layer of the pool is sliced out (copied)
 
 
 @needs_libtpu
