@@ -136,10 +136,10 @@ def test_bad_preset_and_checkpoint(tmp_path):
   assert line.startswith("error: model.checkpoint: ") and "none" in line
 
 
-@pytest.mark.parametrize("target", ["h100x8", "v5e:2x4"])
-def test_every_program_compiles_for_eight_devices(target):
+def test_every_program_compiles_for_eight_tpu_chips():
   """Issue 13: the rollout (reshard + engine, slots split over fsdp=8) and training programs compile deviceless for
-  one 8xH100 host (1x1x8) and a TPU topology of 8 chips."""
+  a TPU topology of 8 chips. One 8xH100 host (1x1x8) is compiled by the paper-config test below."""
+  target = "v5e:2x4"
   proc = run_plan(*TINY, f"--target={target}", "--config.mesh.data=1", "--config.mesh.fsdp=8",
                   "--config.rollout.batch_size=16", "--nosearch", "--noflops")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
