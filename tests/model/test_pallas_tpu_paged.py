@@ -121,7 +121,8 @@ def test_kernel_compiles_for_tpu_deviceless(tpu_env):
 @needs_libtpu
 def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(tpu_env):
   """attn_impl="pallas" in the engine compiled for v5e (slots over fsdp=2, kv heads over tensor=2): the prefix goes
-  through the Mosaic kernel (nested in a shard_map over the tensor axis), and no collective gathers the pool."""
+  through the Mosaic kernel (nested in a shard_map over the tensor axis), reading each layer's pages in place (no
+  layer of the pool is copied), and no collective gathers the pool."""
   from lrl_jax.decode import api, programs
   from lrl_jax.model import init_params
   from lrl_jax.parallel import mesh as mesh_lib
@@ -141,5 +142,7 @@ def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(tpu_env):
   text = prog.run.lower(params, *state, scalar(jnp.int32), scalar(jnp.bool_), cfg=cfg, dcfg=dcfg, shape=shape,
                         bucket=shape.max_pages).compile().as_text()
   assert "paged_prefix_attention_tpu" in text
+  layer_pages = rf"bf16\[(1,)?{shape.pages},{shape.page_size},1,128\]"  # one layer of a device's pool
+  assert not re.search(layer_pages, text), "a layer of the pool is sliced out (copied) for the kernel"
   gathers = [line for line in text.splitlines() if re.search(r"all-gather(-start)?\(", line)]
   assert not any(f",{shape.page_size},1,128]" in line.split("all-gather")[0] for line in gathers), gathers
