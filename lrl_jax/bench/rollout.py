@@ -9,6 +9,7 @@ its budget and every engine does the same useful work. Engines, each timed after
   engine   continuous batching: `--batch` slots refilled as sequences finish, each with its own budget;
   fused    the engine with commit fusion (one call commits block k and takes block k+1's first step);
   torch    the PyTorch reference loop (`bench/torch_decode.py`) on static batches like `static`.
+With `--repeats=N` every engine runs N times in interleaved rounds and the run of median seconds is reported.
 Printed: tokens/s, useful fraction of slot-forwards (the slot-forwards that did work in `engine`, i.e. what the
 workload needs, over the slot-forwards each engine computed), model calls, KV pages at the peak against the tokens held, and
 ms per denoising forward with 64 cached positions at two slot capacities (the page walk reads what is filled).
@@ -51,6 +52,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_enum("attn_impl", "auto", ["xla", "pallas", "auto"], "auto: pallas on GPU, xla elsewhere",
                     flag_values=fv)
   flags.DEFINE_list("engines", ["static", "engine", "fused", "torch"], "which to run", flag_values=fv)
+  flags.DEFINE_integer("repeats", 1, "runs of each engine, interleaved in rounds; the run of median seconds is "
+                       "reported (on shared cores, a slow spell then hits every engine alike)", lower_bound=1,
+                       flag_values=fv)
   flags.DEFINE_integer("seed", 0, "weights, prompts and budgets seed", flag_values=fv)
 
 
@@ -137,6 +141,11 @@ def forward_ms(cfg, dcfg, params, capacity: int, filled: int = 64, batch: int = 
   return 1e3 * statistics.median(times)
 
 
+def median_run(runs: list[dict]) -> dict:
+  """The run of median seconds (the lower middle one for an even count)."""
+  return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+
+
 def run(args) -> int:
   cfg = shapes.model_config(args)
   on_gpu = jax.default_backend() == "gpu"
@@ -160,7 +169,11 @@ def run(args) -> int:
   unknown = [e for e in args.engines if e not in runners]
   if unknown:
     raise UserError(f"--engines: unknown engine {unknown[0]!r}; choose from {sorted(runners)}")
-  results = {name: runners[name]() for name in args.engines}
+  runs = {name: [] for name in args.engines}
+  for _ in range(args.repeats):  # round-robin, so a slow spell of the machine is shared by every engine
+    for name in args.engines:
+      runs[name].append(runners[name]())
+  results = {name: median_run(r) for name, r in runs.items()}
   needed = results["engine"]["busy"] if "engine" in results else None  # slot-forwards the workload needs
   for r in results.values():
     r["useful"] = needed / r["rows"] if needed is not None else float("nan")
@@ -172,6 +185,10 @@ def run(args) -> int:
     print(f"| {name} | {r['seconds']:.2f} | {r['tokens']} | {r['tokens'] / r['seconds']:.1f} | "
           f"{100 * r['useful']:.1f}% | {r['calls']} | {r['peak_pages'] * r['page'] * kv_token / 1e6:.2f} | "
           f"{r['held'] * kv_token / 1e6:.2f} |")
+  if args.repeats > 1:
+    for name, r in runs.items():
+      seconds = ", ".join(f"{x['seconds']:.2f}" for x in r)
+      print(f"{name} seconds per run: {seconds} (median reported)")
   tps = {name: r["tokens"] / r["seconds"] for name, r in results.items()}
   for base in ("static", "torch"):
     for name in ("engine", "fused"):
