@@ -35,13 +35,15 @@ def _grouped(q: jax.Array, kv_heads: int) -> jax.Array:
   return (q.astype(jnp.float32) * d ** -0.5).reshape(b, t, kv_heads, h // kv_heads, d)
 
 
-def merge(state: Partial, scores: jax.Array, allow: jax.Array, v: jax.Array) -> Partial:
-  """Fold keys with scores [b, t, kh, g, s] (allowed where `allow` broadcasts True) and values v [b, s, kh, d]."""
+def merge(state: Partial, scores: jax.Array, allow: jax.Array, v: jax.Array,
+          values: str = "btkgs,bskd->btkgd") -> Partial:
+  """Fold keys with scores [b, t, kh, g, s] (allowed where `allow` broadcasts True) and values v [b, s, kh, d];
+  `values` is the probabilities-times-values einsum of another layout (the page walk's head-major one)."""
   scores = jnp.where(allow, scores, _NEG)
   m = jnp.maximum(state.m, scores.max(-1))
   p = jnp.where(allow, jnp.exp(scores - m[..., None]), 0.0)
   corr = jnp.exp(state.m - m)
-  acc = corr[..., None] * state.acc + jnp.einsum("btkgs,bskd->btkgd", p, v.astype(jnp.float32))
+  acc = corr[..., None] * state.acc + jnp.einsum(values, p, v.astype(jnp.float32))
   return Partial(acc, m, corr * state.l + p.sum(-1))
 
 
@@ -85,19 +87,14 @@ def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer,
   def keys(pool, pages):  # pages [b, chunk] of `layer` → [b, kh, chunk*page, d] float32
     return jnp.moveaxis(pool[layer, pages].reshape(b, chunk * page, kh, d), 2, 1).astype(jnp.float32)
 
-  def fold(i, carry):
-    acc, m, l = carry  # [b, kh, t*g, d], [b, kh, t*g] x2
+  def fold(i, state):  # state: acc [b, kh, t*g, d], m/l [b, kh, t*g]
     pages = jax.lax.dynamic_slice_in_dim(page_table, i * chunk, chunk, axis=1)  # [b, chunk]
     slot = i * chunk * page + jnp.arange(chunk * page)
     allow = (slot[None, :] < length[:, None])[:, None, None, :]  # [b, 1, 1, s]
-    scores = jnp.where(allow, jnp.einsum("bkqd,bksd->bkqs", qg, keys(pool_k, pages)), _NEG)
-    m_new = jnp.maximum(m, scores.max(-1))
-    p = jnp.where(allow, jnp.exp(scores - m_new[..., None]), 0.0)
-    corr = jnp.exp(m - m_new)
-    acc = corr[..., None] * acc + jnp.einsum("bkqs,bksd->bkqd", p, keys(pool_v, pages))
-    return acc, m_new, corr * l + p.sum(-1)
+    scores = jnp.einsum("bkqd,bksd->bkqs", qg, keys(pool_k, pages))
+    return merge(state, scores, allow, keys(pool_v, pages), "bkqs,bksd->bkqd")
 
-  init = tuple(map(heads_first, state))
+  init = Partial(*map(heads_first, state))
   if n == chunk:  # one chunk: no loop
     out = fold(0, init)
   else:
