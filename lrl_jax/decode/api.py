@@ -48,11 +48,12 @@ def prompt_capacity(prompts: Sequence[Sequence[int]]) -> int:
 
 class Decoder:
   """Generates rollout records for a model with `batch_size` slots (split over the data axes of `mesh`, default one
-  device); compiled programs and the KV pool are kept between calls."""
+  device). Compiled programs are kept between calls; the slots and KV pool live only while a call decodes (unless
+  `keep_state`), and θ is a per-call argument, so one Decoder serves a whole threshold sweep without recompiling."""
 
   def __init__(self, cfg: ModelConfig, dcfg: DecodeConfig, batch_size: int = 8, tokenizer=None, *,
                max_prompt_len: int = 512, pool_tokens: int | None = None, page_size: int | None = None,
-               fuse: bool = False, forwards_per_call: int = 64, mesh=None):
+               fuse: bool = False, forwards_per_call: int = 64, mesh=None, keep_state: bool = False):
     dcfg.validate().check_model(cfg.block_size, cfg.mask_token_id, cfg.vocab_size)
     if dcfg.attn_impl == "pallas":
       importlib.import_module("lrl_jax.model.pallas_paged")
@@ -62,7 +63,7 @@ class Decoder:
     self.max_prompt_len = max_prompt_len
     shape = engine_shape(cfg, dcfg, batch_size, max_prompt_len + dcfg.max_new_tokens, pool_tokens, page_size, fuse,
                          shards=programs.shards(mesh))
-    self.scheduler = scheduler.Scheduler(cfg, dcfg, shape, mesh, forwards_per_call)
+    self.scheduler = scheduler.Scheduler(cfg, dcfg, shape, mesh, forwards_per_call, keep_state)
 
   @property
   def decode_seconds(self) -> float:
@@ -71,6 +72,11 @@ class Decoder:
   @property
   def stats(self) -> scheduler.RunStats:
     return self.scheduler.stats
+
+  @property
+  def resident_bytes(self) -> int:
+    """Device bytes the engine holds between calls (0 unless `keep_state`)."""
+    return self.scheduler.resident_bytes
 
   def _requests(self, prompts: Sequence[Sequence[int]], stream_ids, max_new_tokens) -> list[Request]:
     n = len(prompts)
@@ -100,18 +106,21 @@ class Decoder:
 
   def stream(self, params, prompts: Sequence[Sequence[int]], seed: int = 0, stream_ids: Sequence[int] | None = None,
              with_logprobs: bool = False, max_new_tokens: int | Sequence[int] | None = None,
-             on_progress=None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(prompt index, record) as each sequence finishes."""
+             on_progress=None, threshold: float | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(prompt index, record) as each sequence finishes; θ = `threshold` (default the DecodeConfig's)."""
+    if threshold is not None and not 0 <= threshold <= 1:
+      raise DecodeError(f"threshold={threshold} must be in [0, 1]")
     requests = self._requests(prompts, stream_ids, max_new_tokens)
-    return self.scheduler.run(params, requests, seed, self.tokenizer, with_logprobs, on_progress)
+    return self.scheduler.run(params, requests, seed, self.tokenizer, with_logprobs, on_progress, threshold)
 
   def generate(self, params, prompts: Sequence[Sequence[int]], seed: int = 0,
                stream_ids: Sequence[int] | None = None, with_logprobs: bool = False,
-               progress: Iterable | None = None,
-               max_new_tokens: int | Sequence[int] | None = None) -> list[dict[str, Any]]:
+               progress: Iterable | None = None, max_new_tokens: int | Sequence[int] | None = None,
+               threshold: float | None = None) -> list[dict[str, Any]]:
     """One record per prompt, in prompt order; `progress` (a tqdm bar) is advanced per finished record."""
     records: list[dict[str, Any] | None] = [None] * len(prompts)
-    for i, record in self.stream(params, prompts, seed, stream_ids, with_logprobs, max_new_tokens):
+    for i, record in self.stream(params, prompts, seed, stream_ids, with_logprobs, max_new_tokens,
+                                 threshold=threshold):
       records[i] = record
       if progress is not None:
         progress.update(1)

@@ -38,6 +38,11 @@ class DecodeConfig:
   def is_greedy(self) -> bool:
     return self.greedy or self.temperature == 0
 
+  def compiled(self) -> "DecodeConfig":
+    """The settings the engine is compiled for: θ is a runtime argument of the engine (`engine.run`), so it is left
+    out of the static key and one program serves every threshold."""
+    return dataclasses.replace(self, threshold=0.0)
+
   def for_platform(self, platform: str) -> "DecodeConfig":
     """attn_impl "auto" resolved for the platform ("gpu", "tpu", "cpu") of the devices the engine is compiled for:
     the Pallas paged kernel where one lowers (Triton on GPU, Mosaic on TPU), the XLA page walk elsewhere."""

@@ -98,8 +98,8 @@ def _candidates(params, cfg: ModelConfig, dcfg: DecodeConfig, hidden, keys):
   return tuple(a.reshape(s, *a.shape[2:]) for a in out)
 
 
-def _forward_step(params, slots: Slots, pool: Pool, *, cfg: ModelConfig, dcfg: DecodeConfig, shape: EngineShape,
-                  bucket: int):
+def _forward_step(params, slots: Slots, pool: Pool, threshold: jax.Array, *, cfg: ModelConfig, dcfg: DecodeConfig,
+                  shape: EngineShape, bucket: int):
   """One model call for all slots; returns (slots, pool, busy slots [S] bool, stalled, overflow)."""
   bs, w, ps = dcfg.block_size, shape.window, shape.page_size
   active = slots.status == ACTIVE
@@ -133,7 +133,7 @@ def _forward_step(params, slots: Slots, pool: Pool, *, cfg: ModelConfig, dcfg: D
   tok, prob, tok_logp, entropy = _candidates(params, cfg, dcfg, h, step_keys)
   working = den & masked.any(-1)
   n = strategies.schedule(slots.n_masked0, dcfg.num_steps, slots.step)
-  fill = strategies.select(dcfg.strategy, masked, prob, entropy, n, dcfg) & masked & working[:, None]
+  fill = strategies.select(dcfg.strategy, masked, prob, entropy, n, dcfg, threshold) & masked & working[:, None]
   blk = jnp.where(fill, tok, blk)
   slots = slots._replace(tokens=_put(slots.tokens, blk, start),
                          step_map=_put(slots.step_map, jnp.where(fill, slots.nf[:, None], _rows(slots.step_map, start, bs)),
@@ -158,10 +158,11 @@ def _forward_step(params, slots: Slots, pool: Pool, *, cfg: ModelConfig, dcfg: D
   return slots, pool, busy, (active & ~granted).any(), overflow.any()
 
 
-def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.Array, *, cfg: ModelConfig,
-        dcfg: DecodeConfig, shape: EngineShape, bucket: int):
+def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.Array, threshold: jax.Array, *,
+        cfg: ModelConfig, dcfg: DecodeConfig, shape: EngineShape, bucket: int):
   """One shard's engine call: up to `max_forwards` forwards; stops early when a slot finished and `queued` (the
   host has work to admit), on a stall or a bucket overflow, or when no slot is active. Returns (slots, pool, Stats).
+  `threshold` is θ as a runtime scalar (`dcfg.threshold` is not read), so every θ runs the same program.
   `decode/programs.py` compiles it over the mesh."""
   zero = jnp.int32(0)
   init = (slots, pool, Stats(zero, zero, zero, jnp.bool_(False), jnp.bool_(False)))
@@ -174,8 +175,8 @@ def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.A
 
   def body(carry):
     slots, pool, st = carry
-    slots, pool, busy, stalled, overflow = _forward_step(params, slots, pool, cfg=cfg, dcfg=dcfg, shape=shape,
-                                                         bucket=bucket)
+    slots, pool, busy, stalled, overflow = _forward_step(params, slots, pool, threshold, cfg=cfg, dcfg=dcfg,
+                                                         shape=shape, bucket=bucket)
     return slots, pool, Stats(st.forwards + 1, st.rows + busy.shape[0], st.busy + busy.sum().astype(jnp.int32),
                               stalled, overflow)
 

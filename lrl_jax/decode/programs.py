@@ -54,9 +54,16 @@ def kv_split(cfg: ModelConfig, mesh) -> bool:
 
 def init_state(cfg: ModelConfig, shape: slots_lib.EngineShape, dtype, mesh):
   """Empty slots and a full free stack per shard, placed shard by shard on the mesh."""
+  return _init_program(cfg, shape, jnp.dtype(dtype), mesh)()
+
+
+@functools.lru_cache(maxsize=None)
+def _init_program(cfg: ModelConfig, shape: slots_lib.EngineShape, dtype, mesh):
+  """The jitted allocation of an engine's state, compiled once per (model, shape, dtype, mesh): the scheduler
+  allocates the state afresh for every run and frees it after."""
   p = for_mesh(mesh, kv_split(cfg, mesh))
   make = lambda: (slots_lib.init_slots(shape), slots_lib.init_pool(cfg, shape, dtype))
-  return jax.jit(make, out_shardings=(p.slots, p.pool))()
+  return jax.jit(make, out_shardings=(p.slots, p.pool))
 
 
 class Programs(NamedTuple):
@@ -79,15 +86,15 @@ def for_mesh(mesh, kv_tensor: bool = False) -> Programs:
   slots_s, pool_s, stats_s = named(SLOTS), named(POOL._replace(k=kv, v=kv)), named(STATS)
   rows_s = named(slots_lib.Rows(*([P()] * len(slots_lib.Rows._fields))))
 
-  def run(params, slots, pool, max_forwards, queued, *, cfg, dcfg, shape, bucket):
+  def run(params, slots, pool, max_forwards, queued, threshold, *, cfg, dcfg, shape, bucket):
     """`engine.run` on every shard; Stats come back per shard ([shards] each)."""
-    def local(params, slots, pool, max_forwards, queued):
-      slots, pool, st = engine.run(params, slots, pool, max_forwards, queued, cfg=cfg, dcfg=dcfg, shape=shape,
-                                   bucket=bucket)
+    def local(params, slots, pool, max_forwards, queued, threshold):
+      slots, pool, st = engine.run(params, slots, pool, max_forwards, queued, threshold, cfg=cfg, dcfg=dcfg,
+                                   shape=shape, bucket=bucket)
       return slots, pool, jax.tree.map(lambda x: x[None], st)
 
-    return _shard_map(local, mesh, (P(), SLOTS, POOL, P(), P()), (SLOTS, POOL, STATS))(
-        params, slots, pool, max_forwards, queued)
+    return _shard_map(local, mesh, (P(), SLOTS, POOL, P(), P(), P()), (SLOTS, POOL, STATS))(
+        params, slots, pool, max_forwards, queued, threshold)
 
   def admit(slots, rows, tokens, prompt_len, end, keys, *, shape, block_size, mask_id):
     """Start sequences in global slots `rows` [R] (ids >= total slots are padding)."""

@@ -90,13 +90,14 @@ class Scheduler:
   """Continuous batching over `shape.shards` x `shape.slots` slots, each shard with a pool of `shape.pages` pages."""
 
   def __init__(self, cfg: ModelConfig, dcfg: DecodeConfig, shape: slots_lib.EngineShape, mesh=None,
-               forwards_per_call: int = 64):
+               forwards_per_call: int = 64, keep_state: bool = False):
     self.mesh = mesh or programs.default_mesh()
     if programs.shards(self.mesh) != shape.shards:
       raise DecodeError(f"engine shape has {shape.shards} shards, the mesh's data axes {programs.shards(self.mesh)}")
     self.cfg, self.dcfg, self.shape, self.forwards_per_call = cfg, dcfg, shape, forwards_per_call
     self.total = shape.shards * shape.slots
     self.programs = programs.for_mesh(self.mesh, programs.kv_split(cfg, self.mesh))
+    self.keep_state = keep_state
     self._slots = self._pool = None
     self.stats = RunStats()
 
@@ -105,6 +106,17 @@ class Scheduler:
     if self._slots is None:
       self._slots, self._pool = programs.init_state(self.cfg, self.shape, jnp.dtype(self.dcfg.dtype), self.mesh)
     return self._slots, self._pool
+
+  def _keep(self, slots, pool) -> None:
+    """After a run or warm-up: hold the slots and KV pool for the next run only when `keep_state`; by default they
+    are dropped, so nothing of the engine stays on the devices between runs (allocating them costs one memset)."""
+    self._slots, self._pool = (slots, pool) if self.keep_state else (None, None)
+
+  @property
+  def resident_bytes(self) -> int:
+    """Bytes of engine state held on the devices between runs (0 unless `keep_state`)."""
+    held = [x for x in jax.tree.leaves((self._slots, self._pool)) if x is not None]
+    return sum(x.nbytes for x in held)
 
   def buckets(self) -> list[int]:
     """Page-table widths the engine may be compiled for: powers of two from one chunk of the page walk (smaller
@@ -115,9 +127,9 @@ class Scheduler:
       b *= 2
     return out
 
-  def _run(self, params, slots, pool, max_forwards: int, queued: bool, bucket: int):
-    return self.programs.run(params, slots, pool, jnp.int32(max_forwards), jnp.bool_(queued), cfg=self.cfg,
-                             dcfg=self.dcfg, shape=self.shape, bucket=bucket)
+  def _run(self, params, slots, pool, max_forwards: int, queued: bool, bucket: int, threshold: float):
+    return self.programs.run(params, slots, pool, jnp.int32(max_forwards), jnp.bool_(queued), jnp.float32(threshold),
+                             cfg=self.cfg, dcfg=self.dcfg.compiled(), shape=self.shape, bucket=bucket)
 
   def _admit_rows(self, slots, rows, tokens, prompt_len, end, keys):
     return self.programs.admit(slots, jnp.asarray(rows), jnp.asarray(tokens), jnp.asarray(prompt_len),
@@ -129,7 +141,7 @@ class Scheduler:
     at once), and admitting / reading / releasing rows per power-of-two row count (all padding: no-ops)."""
     slots, pool = self._state()
     for bucket in self.buckets():
-      slots, pool, st = self._run(params, slots, pool, 0, False, bucket)
+      slots, pool, st = self._run(params, slots, pool, 0, False, bucket, self.dcfg.threshold)
     n = 1
     while n <= next_pow2(self.total):
       rows = np.full((n,), self.total, np.int32)
@@ -140,7 +152,7 @@ class Scheduler:
       n *= 2
     slots, pool = self.programs.release(slots, pool, jnp.zeros((self.total,), bool))
     jax.block_until_ready(st)
-    self._slots, self._pool = slots, pool
+    self._keep(slots, pool)
 
   # ---- host loop ------------------------------------------------------------------------------------------------
   def _pool_tokens(self) -> str:
@@ -163,13 +175,17 @@ class Scheduler:
                         f"{len(request.prompt)} tokens ({pages} pages with its first block): raise pool_tokens")
 
   def run(self, params, requests: Iterable[Request], seed: int, tokenizer=None, with_logprobs: bool = False,
-          on_progress: Callable[[dict], None] | None = None) -> Iterator[tuple[int, dict]]:
-    """Decode every request; yields (request.index, record) as each sequence finishes."""
+          on_progress: Callable[[dict], None] | None = None,
+          threshold: float | None = None) -> Iterator[tuple[int, dict]]:
+    """Decode every request at θ = `threshold` (default the config's); yields (request.index, record) as each
+    sequence finishes. The slots and KV pool live for the run only (unless `keep_state`)."""
     queue = collections.deque(requests)
     for r in queue:
       self.check(r)
+    threshold = self.dcfg.threshold if threshold is None else float(threshold)
     base = jax.random.key(seed)
     slots, pool = self._state()
+    self._slots = self._pool = None  # the run's locals own the (donated) state from here on
     live = _Live(self.shape)
     free_pages = np.full(self.shape.shards, self.shape.pages)
     num_pages = np.zeros(self.total, np.int32)
@@ -177,7 +193,7 @@ class Scheduler:
     while queue or live.occupant:
       slots = self._admit(slots, queue, live, free_pages, base)
       bucket = self._bucket(int(num_pages.max(initial=0)) + 1)
-      slots, pool, st = self._run(params, slots, pool, self.forwards_per_call, bool(queue), bucket)
+      slots, pool, st = self._run(params, slots, pool, self.forwards_per_call, bool(queue), bucket, threshold)
       st, status, num_pages, committed, free = jax.device_get((st, slots.status, slots.num_pages, slots.committed,
                                                                pool.num_free))
       free_pages = np.asarray(free)
@@ -199,7 +215,7 @@ class Scheduler:
       if on_progress is not None:
         on_progress({"live": len(live.occupant), "queued": len(queue), "finished": finished,
                      "tokens": self.stats.tokens - tokens0, "seconds": time.perf_counter() - start})
-    self._slots, self._pool = slots, pool
+    self._keep(slots, pool)
     self.stats.seconds += time.perf_counter() - start
 
   def _bucket(self, pages: int) -> int:

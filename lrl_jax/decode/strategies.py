@@ -23,8 +23,9 @@ def _top_n(score, masked, n):
   return masked & (_rank(score, masked) < n[:, None])
 
 
-def select(strategy: str, masked, prob, entropy, n, cfg: DecodeConfig):
-  """Boolean [b, t] positions to fill. masked/prob/entropy: [b, t]; n: [b] minimum count n_s.
+def select(strategy: str, masked, prob, entropy, n, cfg: DecodeConfig, threshold=None):
+  """Boolean [b, t] positions to fill. masked/prob/entropy: [b, t]; n: [b] minimum count n_s; `threshold`: θ as
+  a runtime value (the engine's, so one compiled program serves every θ), default `cfg.threshold`.
 
   Every strategy fills at least n_s, so a block always finishes within its S steps (entropy_bounded: the
   budget may admit more, never fewer than max(1, n_s)).
@@ -34,7 +35,7 @@ def select(strategy: str, masked, prob, entropy, n, cfg: DecodeConfig):
   if strategy == "low_confidence_static":
     return _top_n(prob, masked, n)
   if strategy == "low_confidence_dynamic":
-    confident = masked & (prob > cfg.threshold)
+    confident = masked & (prob > (cfg.threshold if threshold is None else threshold))
     enough = confident.sum(-1) >= n
     return jnp.where(enough[:, None], confident, _top_n(prob, masked, n))
   if strategy == "entropy_bounded":

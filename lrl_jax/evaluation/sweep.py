@@ -215,23 +215,25 @@ def _sample_line(ckpt: str, data: Dataset, dcfg: DecodeConfig, task: int, prompt
           "tpf": length / max(record["num_forwards"], 1), "step_map": record["step_map"]}
 
 
-def evaluate_point(params, ckpt: Checkpoint, dcfg: DecodeConfig, data: Dataset, tasks: list[int],
+def evaluate_point(params, ckpt: Checkpoint, decoder: Decoder, dcfg: DecodeConfig, data: Dataset, tasks: list[int],
                    prompts: list[list[int]], plan: Plan, judge: Judge, samples: IO[str],
                    progress: bool) -> dict[str, Any]:
-  """Decode `prompts` (compiled first, so TPS excludes compilation), judge, append samples; return the point."""
-  decoder = Decoder(ckpt.cfg, dcfg, plan.batch_size, ckpt.tokenizer, max_prompt_len=prompt_capacity(prompts))
+  """Decode `prompts` at `dcfg`'s θ with `decoder` (compiled first, so TPS excludes compilation), judge, append
+  samples; return the point."""
   name = f"{os.path.basename(os.path.normpath(ckpt.path))} {data.key} B={dcfg.block_size} θ={dcfg.threshold:g}"
   with tqdm(total=len(prompts), desc=name, unit="resp", disable=not progress) as bar:
     bar.set_postfix_str("compiling")
     decoder.warm_up(params, prompts)
-    records = decoder.generate(params, prompts, seed=plan.seed, progress=bar)
+    seconds = decoder.decode_seconds
+    records = decoder.generate(params, prompts, seed=plan.seed, progress=bar, threshold=dcfg.threshold)
+    seconds = decoder.decode_seconds - seconds
     cut = [is_truncated(len(r["response_ids"]), dcfg.max_new_tokens) for r in records]
     with tqdm(total=len(records), desc="judge", unit="resp", leave=False, disable=not progress) as jbar:
       results = judge.score([data.records[t] for t in tasks], [r["text"] for r in records], cut, progress=jbar.update)
     point = aggregate.make_point(
       [{"correct": res["correct"], "response_length": len(rec["response_ids"]), "num_forwards": rec["num_forwards"],
         "forwards_total": rec["forwards_total"], "truncated": rec["truncated"]} for rec, res in zip(records, results)],
-      threshold=dcfg.threshold, block_size=dcfg.block_size, decode_seconds=decoder.decode_seconds,
+      threshold=dcfg.threshold, block_size=dcfg.block_size, decode_seconds=seconds,
       batch_size=plan.batch_size, device=device_name())
     bar.set_postfix(acc=f"{point['accuracy']:.1f}", tpf=f"{point['tpf']:.2f}", tps=f"{point['tps']:.0f}")
   for task, record, result in zip(tasks, records, results):
@@ -251,7 +253,16 @@ def sweep(plan: Plan, judge: Judge, samples: IO[str], progress: bool = True) -> 
       ids = ckpt.prompts[data.key]
       tasks = [i for i in range(len(ids)) for _ in range(plan.responses_per_task)]
       prompts = [ids[t] for t in tasks]
-      datasets[data.key] = {"points": [evaluate_point(params, ckpt, dcfg, data, tasks, prompts, plan, judge, samples,
-                                                      progress) for dcfg in ckpt.decode_configs]}
+      decoders: dict[DecodeConfig, Decoder] = {}  # one engine per compiled setting: θ is a runtime argument
+      points = []
+      for dcfg in ckpt.decode_configs:
+        decoder = decoders.get(dcfg.compiled())
+        if decoder is None:
+          decoder = decoders[dcfg.compiled()] = Decoder(ckpt.cfg, dcfg, plan.batch_size, ckpt.tokenizer,
+                                                        max_prompt_len=prompt_capacity(prompts))
+        points.append(evaluate_point(params, ckpt, decoder, dcfg, data, tasks, prompts, plan, judge, samples,
+                                     progress))
+      datasets[data.key] = {"points": points}
+    del params
     runs.append({"checkpoint": ckpt.path, "datasets": datasets})
   return runs

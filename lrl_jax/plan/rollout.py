@@ -57,7 +57,8 @@ def engine_programs_for(s: Setup, slots: int) -> list[Program]:
   reshard = mesh_lib.to_rollout(cfg, shapes, s.mesh, dtype)
   return [
       Program("rollout/reshard", reshard, (f32,), {}, 1, tuple(s.state)),
-      Program("rollout/engine", prog.run, (rollout_params, *state, scalar(jnp.int32), scalar(jnp.bool_)),
+      Program("rollout/engine", prog.run,
+              (rollout_params, *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32)),
               {"cfg": cfg, "dcfg": dcfg, "shape": shape, "bucket": shape.max_pages}, calls, tuple(s.state), None,
               (r.forwards_per_call, shape.max_pages // min(shape.prefix_chunk, shape.max_pages))),
   ]

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -94,8 +94,11 @@ class Trainer:
     self.max_prompt_len = r.max_prompt_len or max(len(p) for p in self.train_prompts + self.eval_prompts)
     self.decoder = self._decoder(wiring.rollout_decode_config(config, stops), r.batch_size)
     self.to_rollout = mesh_lib.to_rollout(cfg, shapes, self.mesh, jnp.dtype(self.decoder.dcfg.dtype))
-    self._eval_decoders: dict[float, Decoder] = {}
+    self._eval_decoder: Decoder | None = None  # one greedy engine for every eval threshold (θ is a call argument)
     self.step, self.start_eval, self.wall = 0, None, 0.0
+    # Called with a phase name at each phase boundary (PHASES): tests measure the live device bytes there against
+    # `plan`'s timeline (plan/timeline.py).
+    self.on_phase: Callable[[str], None] | None = None
     self.checkpoints = Checkpoints(workdir, config.train.keep_last, config.train.keep_every)
     try:
       self._restore()
@@ -121,6 +124,10 @@ class Trainer:
         raise ConfigValueError(f"config.{key}: {value} must be a multiple of the {total} data shards over all "
                                f"{processes} processes (mesh data x fsdp)")
     return local
+
+  def _phase(self, name: str) -> None:
+    if self.on_phase is not None:
+      self.on_phase(name)
 
   # ---- checkpoints -------------------------------------------------------------------------------------------
   def _state(self) -> dict:
@@ -161,6 +168,7 @@ class Trainer:
             "wall_seconds": self.wall, "seed": self.config.seed, "config": self.config.to_dict()}
     self.checkpoints.save(self.step, self._state(), meta, during=lambda: self.maybe_kill("save"))
     self.maybe_kill("saved")
+    self._phase("save")
 
   def write_final(self) -> str:
     """The current policy as an Orbax model dir W/final (config and tokenizer from W/model_files), by process 0."""
@@ -210,6 +218,7 @@ class Trainer:
     t = time.perf_counter()
     params = jax.block_until_ready(self.compute_params())
     timings["time_reshard"] = timings.get("time_reshard", 0.0) + time.perf_counter() - t
+    self._phase("reshard")
     bar = tqdm(total=mine.stop - mine.start, desc="rollout", unit="seq", leave=False,
                disable=not (self.config.train.progress and multihost.is_main()))
 
@@ -222,6 +231,8 @@ class Trainer:
                                      stream_ids=range(mine.start, mine.stop))
     finally:
       bar.close()
+    del params  # the rollout layout lives for the rollout only (the engine already freed its slots and pool)
+    self._phase("rollout")
     for k, v in out.timings.items():
       timings[k] = timings.get(k, 0.0) + v
     if multihost.count() > 1:
@@ -242,17 +253,21 @@ class Trainer:
     (accuracy %, TPF as a ratio of sums, ...); the first threshold's accuracy and TPF are the headline."""
     points = []
     mine = multihost.share(len(self.eval_prompts))
+    if self._eval_decoder is None:
+      dcfg = wiring.rollout_decode_config(self.config, self.stops, greedy=True, threshold=thresholds[0])
+      self._eval_decoder = self._decoder(dcfg, self.config.eval.batch_size)
+    rollout_params = self.compute_params(params)  # once for every threshold; freed when the sweep ends
+    self._phase("eval/reshard")
     for th in thresholds:
-      if th not in self._eval_decoders:
-        dcfg = wiring.rollout_decode_config(self.config, self.stops, greedy=True, threshold=th)
-        self._eval_decoders[th] = self._decoder(dcfg, self.config.eval.batch_size)
-      records = self._eval_decoders[th].generate(self.compute_params(params), self.eval_prompts[mine],
-                                                 stream_ids=range(mine.start, mine.stop))
+      records = self._eval_decoder.generate(rollout_params, self.eval_prompts[mine],
+                                            stream_ids=range(mine.start, mine.stop), threshold=th)
       correct = self.score(records, self.eval_records[mine]) >= 1.0
       rows = [{"correct": bool(ok), "response_length": len(r["response_ids"]), "num_forwards": r["num_forwards"],
                "forwards_total": r["forwards_total"], "truncated": r["truncated"]} for r, ok in zip(records, correct)]
       summary = aggregate.summarize([row for part in multihost.allgather(rows) for row in part])
       points.append({"threshold": th, **summary})
+    del rollout_params
+    self._phase("eval")
     return {"points": points, "accuracy": points[0]["accuracy"], "tpf": points[0]["tpf"]}
 
   # ---- one RL step ---------------------------------------------------------------------------------------------
@@ -330,31 +345,42 @@ class Trainer:
       logp_ref = self._logprobs(self.ref_params, b, micro, sc) if self.ref_params is not None else logp_old
     gap = np.abs(np.where(b.scored, rows.sampler_logp - logp_old, 0.0))
     timings["time_logprobs"] = time.perf_counter() - t2
+    self._phase("logprobs")
 
     t3 = time.perf_counter()
     per_update, norms = [], []
     for idx, total, count in zip(updates, totals, counts):
-      grads = aux = None
-      for mb in batch_lib.micro_batches(rows, idx, micro, self.loss_cfg, logp_old, logp_ref, total, count):
-        mb = step_lib.MicroBatch(**multihost.global_rows(mb, self.mesh))
-        with mesh_lib.activate(self.mesh):
-          if grads is None:
-            grads, aux = step_lib.micro_grads(self.params, mb, sc=sc)
-          else:
-            grads, aux = step_lib.accumulate(self.params, grads, aux, mb, sc=sc)
-        self.maybe_kill("update")
+      grads, aux = self._gradients(batch_lib.micro_batches(rows, idx, micro, self.loss_cfg, logp_old, logp_ref, total,
+                                                           count), sc)
       update_metrics = losses.finalize_metrics(multihost.host(aux))
       guards.check_update(self.step + 1, update_metrics["loss"], float(multihost.host(guards.global_norm(grads))),
                           self.last_good())
+      self._phase("micro_grads")
       self.params, self.opt_state, norm = self.apply(self.params, self.opt_state, grads)
-      norms.append(norm)
+      del grads, aux
+      norms.append(float(multihost.host(norm)))
       per_update.append(update_metrics)
+      self._phase("apply")
     metrics = {k: float(np.mean([m[k] for m in per_update])) for k in per_update[0]}  # mean over updates
-    metrics.update(grad_norm=float(np.mean(multihost.host(norms))),
+    metrics.update(grad_norm=float(np.mean(norms)),
                    lr=float(multihost.host(optim.current_lr(self.opt_state))),
                    sampler_logp_gap_max=float(max(multihost.allgather(float(gap.max())))), updates=float(len(norms)))
     timings["time_update"] = time.perf_counter() - t3
     return metrics
+
+  def _gradients(self, micro_batches, sc: step_lib.StepConfig):
+    """(grads, aux) accumulated over one update's micro-batches (host rows); nothing but the running sums outlives
+    a micro-batch on the devices."""
+    grads = aux = None
+    for mb in micro_batches:
+      mb = step_lib.MicroBatch(**multihost.global_rows(mb, self.mesh))
+      with mesh_lib.activate(self.mesh):
+        if grads is None:
+          grads, aux = step_lib.micro_grads(self.params, mb, sc=sc)
+        else:
+          grads, aux = step_lib.accumulate(self.params, grads, aux, mb, sc=sc)
+      self.maybe_kill("update")
+    return grads, aux
 
   def _logprobs(self, params, b, micro: int, sc: step_lib.StepConfig) -> np.ndarray:
     """Log-probs [rows, L] of this process's rows, `micro` of them per call (with every process's in it)."""

@@ -1,6 +1,7 @@
 """The continuous-batching engine: reference equality with fewer slots than prompts, invariance to slot, order and
 neighbours, preemption under a small page pool, page accounting, per-request budgets, commit fusion, compiles."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -67,7 +68,7 @@ def test_preemption_under_a_small_pool_gives_identical_records(sharp):
   dcfg = DecodeConfig(block_size=4, temperature=1.0, max_new_tokens=16, threshold=0.6)
   prompts = [p for p in PROMPTS if len(p) > 2] * 2
   free = _decoder(cfg, dcfg, slots=3).generate(params, prompts, seed=7, with_logprobs=True)
-  small = _decoder(cfg, dcfg, slots=3, pool_tokens=12 * 4)
+  small = _decoder(cfg, dcfg, slots=3, pool_tokens=12 * 4, keep_state=True)  # kept to count its free pages
   tight = small.generate(params, prompts, seed=7, with_logprobs=True)
   assert small.stats.preemptions > 0
   for want, got in zip(free, tight):
@@ -133,3 +134,29 @@ def test_no_recompile_after_warm_up(sharp):
     dec.generate(params, prompts, seed=len(prompts), max_new_tokens=budgets)
   assert [p._cache_size() for p in compiled] == before
   assert dec.scheduler.buckets() == [8]  # 16 + 12 tokens in pages of 4: one chunk of the page walk
+
+
+def test_one_engine_serves_every_threshold_and_holds_nothing_between_calls(sharp):
+  """θ is a call argument: one warmed-up Decoder decodes at three thresholds without compiling anything new, each
+  run equal to the reference decoder at that θ; between calls no engine buffer stays on the device."""
+  cfg, params, model = sharp
+  dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=12, threshold=0.9)
+  dec = _decoder(cfg, dcfg, slots=3)
+  dec.warm_up(params)
+  compiled = dec.scheduler.programs[2:]
+  before = [p._cache_size() for p in compiled]
+  live = jax.live_arrays()
+  step_maps = set()
+  for th in (0.9, 0.5, 0.1):
+    records = dec.generate(params, PROMPTS, threshold=th)
+    for prompt, rec in zip(PROMPTS, records):
+      ids, steps, _ = reference_decode(model, prompt, block_size=4, steps=4, strategy=dcfg.strategy, threshold=th,
+                                       max_new_tokens=12, stop_ids=(), mask_id=cfg.mask_token_id)
+      assert rec["response_ids"] == ids and rec["step_map"] == steps, (th, prompt)
+    step_maps.add(tuple(tuple(r["step_map"]) for r in records))
+  assert len(step_maps) == 3  # the thresholds really decode differently
+  assert [p._cache_size() for p in compiled] == before
+  assert dec.resident_bytes == 0
+  after = jax.live_arrays()
+  assert (len(after), sum(x.nbytes for x in after)) == (len(live), sum(x.nbytes for x in live))
+  del live, after
