@@ -17,7 +17,7 @@ from lrl_jax.bench import shapes
 from lrl_jax.errors import UserError
 from lrl_jax.model.config import ConfigError, ModelConfig, load_config
 from lrl_jax.parallel.mesh import AXES
-from lrl_jax.plan import jobs, memory, search, targets
+from lrl_jax.plan import jobs, memory, search, targets, timeline
 from lrl_jax.weights import tiny
 
 GIB = memory.GIB
@@ -137,26 +137,48 @@ def _flops_lines(flops: dict, reports: list[memory.Report], target: targets.Targ
   return lines, {"flops_per_step": total, "seconds_at_40pct_mfu": seconds, "programs": flops}
 
 
+def _timeline(config, setup: dict, reports: list[memory.Report]) -> list[timeline.Row]:
+  """The step's phases with what the trainer holds beside each program (plan/timeline.py)."""
+  by_name = {r.name: r for r in reports}
+  return timeline.build(timeline.phases(tuple(config.eval.thresholds)),
+                        timeline.buffers(setup["state_bytes"], by_name), by_name,
+                        {"hf_export": setup["export_bytes"]})
+
+
 def _report_memory(config, target, model, cfg, mesh, setup, main: jobs.Result, budget, fraction, out) -> dict:
   for line in _header(config, target, model, cfg, mesh, setup, budget, fraction):
     out(line)
   out("")
-  out("per device, GiB; live = state kept beside the program (f32 params, Adam moments, reference params in the compute dtype); "
-      "peak = live + args + out - alias + temp")
-  for line in memory.format_table(main.reports, budget):
+  out("programs, per device, GiB: arguments, outputs, donated (alias), temporaries")
+  for line in memory.format_table(main.reports):
+    out(line)
+  out("")
+  out("the step as a timeline, per device, GiB: held = buffers alive beside the phase's program (f32 params, Adam "
+      "moments, reference params; rollout params; gradient sums); program = its own arguments + outputs - donated + "
+      "temporaries; after = held when the phase ends")
+  rows = _timeline(config, setup, main.reports)
+  for line in timeline.format_table(rows, budget):
     out(line)
   return {"target": target.name, "model": model, "mesh": dict(zip(AXES, mesh)), "budget_bytes": budget,
-          "fits": all(r.fits(budget) for r in main.reports),
-          "programs": [{**r._asdict(), "peak": r.peak, "fits": r.fits(budget)} for r in main.reports], "search": {}}
+          "fits": all(r.fits(budget) for r in rows), "programs": [r._asdict() for r in main.reports],
+          "timeline": [{**r._asdict(), "peak": r.peak, "fits": r.fits(budget)} for r in rows], "search": {}}
 
 
 def _search(worker: jobs.Worker, main: jobs.Result, budget: int, config, shards: int, out) -> dict:
-  """For each knob whose programs do not all fit, the largest value whose programs do."""
+  """For each knob whose phases do not all fit, the largest value whose phases do (the rest of the step as
+  compiled)."""
   found_all = {}
   for group, knob in worker.setup["knobs"].items():
-    if all(r.fits(budget) for r in main.reports if main.groups.get(r.name) == group):
+    names = {name for name, g in main.groups.items() if g == group}
+
+    def fits(reports, names=names):
+      merged = {r.name: r for r in main.reports} | {r.name: r for r in reports}
+      return all(r.fits(budget) for r in _timeline(config, worker.setup, list(merged.values()))
+                 if r.program in names)
+
+    if fits([]):
       continue
-    found = search.largest_fitting(knob["value"], knob["multiple"], lambda rs: all(r.fits(budget) for r in rs),
+    found = search.largest_fitting(knob["value"], knob["multiple"], fits,
                                    lambda value, group=group: worker.compile([(group, value)]).reports)
     out(_search_line(knob["name"], knob["multiple"], found, config, shards))
     found_all[knob["name"]] = {"value": found.value, "tried": found.tried}
@@ -197,7 +219,7 @@ def run(config, *, target_name: str, preset: str | None = None, prompt_len: int 
     workers.append(jobs.Worker({**spec, "platform": "cpu"}))
     workers[1].start()
   try:
-    main = workers[0].compile(groups)
+    main = workers[0].compile(groups + [("eval", None)])
     result = _report_memory(config, target, model, cfg, mesh, workers[0].setup, main, budget, fraction, out)
     if not result["fits"] and do_search:
       out("")

@@ -33,7 +33,6 @@ class Program(NamedTuple):
   # before it ({name: Compiled}) returning one, when it takes their outputs as they are placed
   kwargs: dict  # static keyword arguments
   calls: float | None = 1
-  live: tuple[str, ...] = ()  # state buffers (Setup.state keys) alive on the devices beside the arguments
   mesh: Any = None  # traced under mesh_lib.activate(mesh) when set (the model's logical constraints)
   loop_trips: tuple[float, ...] = ()  # assumed trips of data-dependent loops by nesting depth (FLOPs estimate)
 
@@ -79,6 +78,27 @@ def device_bytes(tree) -> int:
     shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
     total += math.prod(shape) * jnp.dtype(x.dtype).itemsize
   return total
+
+
+EXPORT_BLOCK_BYTES = 16 * 2**20  # the HF export reads a top-level tensor in row blocks of this size (weights/hf.py)
+
+
+def state_bytes(s: "Setup") -> dict[str, int]:
+  """Per-device bytes of each part of the state the trainer keeps all run (params, opt_state, ref_params)."""
+  return {k: device_bytes(v) for k, v in s.state.items()}
+
+
+def export_bytes(params) -> int:
+  """Device bytes of the largest piece the HF export gathers at once: one layer of a stacked tensor, or a row block
+  of a top-level one, in the params' dtype and whole on every device (an upper bound)."""
+  out = 0
+  for path, x in jax.tree_util.tree_leaves_with_path(params):
+    itemsize = jnp.dtype(x.dtype).itemsize
+    if any(getattr(k, "key", None) == "layers" for k in path):
+      out = max(out, math.prod(x.shape[1:]) * itemsize)
+    else:
+      out = max(out, min(math.prod(x.shape) * itemsize, EXPORT_BLOCK_BYTES))
+  return out
 
 
 def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, attention: str = "auto") -> Setup:
@@ -160,14 +180,12 @@ def train_programs(s: Setup, micro: int) -> list[Program]:
   sc = _step_config(s, micro, length)
   params, mb = s.state["params"], micro_batch(s, micro, length)
   counts = step_counts(s, micro)
-  others = tuple(k for k in s.state if k != "params")
   return [
       Program("logp_old/ref", step_lib.logprobs, (params, mb.tokens, mb.noisy_masked, mb.valid), {"sc": sc},
-              counts["logprobs"], others, s.mesh),
-      Program("micro_grads", step_lib.micro_grads, (params, mb), {"sc": sc}, counts["micro_grads"], others, s.mesh),
+              counts["logprobs"], s.mesh),
+      Program("micro_grads", step_lib.micro_grads, (params, mb), {"sc": sc}, counts["micro_grads"], s.mesh),
       Program("accumulate", step_lib.accumulate,
-              lambda done: (params, *outputs(done["micro_grads"]), mb), {"sc": sc}, counts["accumulate"], others,
-              s.mesh),
+              lambda done: (params, *outputs(done["micro_grads"]), mb), {"sc": sc}, counts["accumulate"], s.mesh),
   ]
 
 
@@ -176,9 +194,8 @@ def apply_program(s: Setup, micro: int) -> Program:
   p_shard = jax.tree.map(lambda x: x.sharding, s.state["params"])
   o_shard = jax.tree.map(lambda x: x.sharding, s.state["opt_state"])
   fn = step_lib.make_apply(s.optimizer, (p_shard, o_shard))
-  live = tuple(k for k in s.state if k not in ("params", "opt_state"))
   return Program("apply", fn, lambda done: (s.state["params"], s.state["opt_state"], outputs(done["micro_grads"], 0)),
-                 {}, step_counts(s, micro)["apply"], live, s.mesh)
+                 {}, step_counts(s, micro)["apply"], s.mesh)
 
 
 def train_knob(s: Setup) -> Knob:

@@ -8,10 +8,10 @@ for the widest page-table bucket (every slot full), with its slots and KV pages 
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
+from lrl_jax import defaults, wiring
 from lrl_jax.decode import api, programs as engine_programs
 from lrl_jax.model import attention
 from lrl_jax.parallel import mesh as mesh_lib
@@ -24,29 +24,40 @@ def rollout_knob(s: Setup) -> Knob:
   return Knob("rollout.batch_size", s.config.rollout.batch_size, shards, lambda slots: engine_programs_for(s, slots))
 
 
-def engine_shape(s: Setup, slots: int):
+def engine_shape(s: Setup, slots: int, dcfg=None):
   r = s.config.rollout
+  dcfg = dcfg or s.dcfg
   prompt = r.max_prompt_len or s.prompt_len
-  return api.engine_shape(s.cfg, s.dcfg, slots, prompt + s.dcfg.max_new_tokens, r.pool_tokens or None,
+  return api.engine_shape(s.cfg, dcfg, slots, prompt + dcfg.max_new_tokens, r.pool_tokens or None,
                           r.page_size or None, r.fuse_commit, shards=engine_programs.shards(s.mesh))
+
+
+def _rollout_params(s: Setup, dtype):
+  """The policy in the rollout layout (compute dtype, replicated over the data axes), as the reshard returns it."""
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), s.state["params"])
+  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, dtype, sharding=sh), s.state["params"],
+                      mesh_lib.rollout_shardings(s.cfg, shapes, s.mesh))
+
+
+def _engine(s: Setup, name: str, slots: int, dcfg, calls, loop_trips=()) -> Program:
+  """One engine call at `slots` slots for the widest page-table bucket, its slots and pool fresh (donated)."""
+  dcfg = dcfg.for_platform(attention.platform_of(s.mesh.devices.flat)).compiled()  # the target's paged kernel
+  dtype = jnp.dtype(dcfg.dtype)
+  shape = engine_shape(s, slots, dcfg)
+  prog = engine_programs.for_mesh(s.mesh, engine_programs.kv_split(s.cfg, s.mesh))
+  state = jax.eval_shape(lambda: engine_programs.init_state(s.cfg, shape, dtype, s.mesh))
+  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, (prog.slots, prog.pool))
+  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
+  return Program(name, prog.run,
+                 (_rollout_params(s, dtype), *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32)),
+                 {"cfg": s.cfg, "dcfg": dcfg, "shape": shape, "bucket": shape.max_pages}, calls, None, loop_trips)
 
 
 def engine_programs_for(s: Setup, slots: int) -> list[Program]:
   """Reshard + engine call at `slots` slots. FLOPs assume every response runs to max_new_tokens at `s.tpf` tokens
   per denoising forward (an upper bound), one commit per block, prompts prefilled one block per forward, and the
   XLA page walk (its trips depend on the lengths held) over the whole page-table bucket."""
-  cfg, dcfg = s.cfg, s.dcfg
-  dcfg = dcfg.for_platform(attention.platform_of(s.mesh.devices.flat))  # the target's paged kernel (GPU, TPU)
-  dtype = jnp.dtype(dcfg.dtype)
-  shape = engine_shape(s, slots)
-  prog = engine_programs.for_mesh(s.mesh, engine_programs.kv_split(cfg, s.mesh))
-  f32 = s.state["params"]
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), f32)
-  rollout_params = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, dtype, sharding=sh), f32,
-                                mesh_lib.rollout_shardings(cfg, shapes, s.mesh))
-  state = jax.eval_shape(lambda: engine_programs.init_state(cfg, shape, dtype, s.mesh))
-  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, (prog.slots, prog.pool))
-  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
+  dcfg = s.dcfg
   r = s.config.rollout
   sequences = r.num_prompts * r.num_responses
   blocks = -(-dcfg.max_new_tokens // dcfg.block_size)
@@ -54,11 +65,20 @@ def engine_programs_for(s: Setup, slots: int) -> list[Program]:
   per_sequence = prefill + blocks * (min(dcfg.num_steps, dcfg.block_size / s.tpf) + 1)  # forwards of one sequence
   forwards = -(-sequences // slots) * per_sequence  # every slot of every shard runs in parallel
   calls = -(-forwards // r.forwards_per_call)
-  reshard = mesh_lib.to_rollout(cfg, shapes, s.mesh, dtype)
+  dtype = jnp.dtype(dcfg.dtype)
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), s.state["params"])
+  reshard = mesh_lib.to_rollout(s.cfg, shapes, s.mesh, dtype)
+  shape = engine_shape(s, slots)
   return [
-      Program("rollout/reshard", reshard, (f32,), {}, 1, tuple(s.state)),
-      Program("rollout/engine", prog.run,
-              (rollout_params, *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32)),
-              {"cfg": cfg, "dcfg": dcfg, "shape": shape, "bucket": shape.max_pages}, calls, tuple(s.state), None,
+      Program("rollout/reshard", reshard, (s.state["params"],), {}, 1),
+      _engine(s, "rollout/engine", slots, dcfg, calls,
               (r.forwards_per_call, shape.max_pages // min(shape.prefix_chunk, shape.max_pages))),
   ]
+
+
+def eval_programs(s: Setup) -> list[Program]:
+  """The trainer's eval engine: greedy, `eval.batch_size` slots, one program for every threshold (θ is a runtime
+  argument). Not part of a step's FLOPs (calls unknown: it runs every `train.eval_every` steps)."""
+  stops = defaults.parse_stop_ids(s.config.rollout.stop_ids) or ()
+  dcfg = wiring.rollout_decode_config(s.config, stops, greedy=True)
+  return [_engine(s, "eval/engine", s.config.eval.batch_size, dcfg, None)]

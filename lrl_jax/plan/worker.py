@@ -68,12 +68,14 @@ def run(spec: dict) -> None:
                              spec["attention"])
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(s.state["params"]))
   knobs = {"rollout": rollout.rollout_knob(s), "train": programs.train_knob(s)}
-  emit("setup", params=params, prompt_len=s.prompt_len, row_length=programs.row_length(s),
+  emit("setup", params=params, state_bytes=programs.state_bytes(s),
+       export_bytes=programs.export_bytes(s.state["params"]), prompt_len=s.prompt_len, row_length=programs.row_length(s),
        batch_shards=s.batch_shards, counts=programs.step_counts(s, config.train.micro_batch_rows),
        attention=s.sc.attn_impl,
        knobs={g: {"name": k.name, "value": k.value, "multiple": k.multiple} for g, k in knobs.items()})
   micro = config.train.micro_batch_rows
-  build = lambda group, value: ([programs.apply_program(s, micro)] if group == "apply"
+  fixed = {"apply": lambda: [programs.apply_program(s, micro)], "eval": lambda: rollout.eval_programs(s)}
+  build = lambda group, value: (fixed[group]() if group in fixed
                                 else knobs[group].build(knobs[group].value if value is None else value))
   for line in sys.stdin:
     request = json.loads(line)
@@ -83,7 +85,7 @@ def run(spec: dict) -> None:
         if p.name in request["skip"]:
           continue
         emit("start", name=p.name, calls=p.calls, group=group)
-        report, compiled = memory.compile_one(p, done, s.state)
+        report, compiled = memory.compile_one(p, done)
         extra = {}
         if compiled is not None:
           done[p.name] = compiled

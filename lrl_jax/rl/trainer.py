@@ -183,6 +183,7 @@ class Trainer:
     params = multihost.fetch(self.params)
     if multihost.is_main():
       write_hf_dir(params, self.cfg, out_dir, src_dir=self.model_files, overwrite=True)
+    self._phase("export")
 
   def maybe_kill(self, phase: str) -> None:
     """Fault injection for resume tests: config.debug.kill_at = "PHASE@STEP" SIGKILLs this process there

@@ -68,13 +68,25 @@ def test_tpu_fits_with_sharded_params(tmp_path):
   assert plan["fits"] and plan["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
   programs = {p["name"]: p for p in plan["programs"]}
   assert set(programs) == {"rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads", "accumulate",
-                           "apply"}
-  assert all(p["fits"] and p["error"] is None for p in programs.values())
+                           "apply", "eval/engine"}
+  assert all(p["error"] is None for p in programs.values())
+  phases = {r["phase"]: r for r in plan["timeline"]}
+  assert list(phases) == ["reshard", "rollout", "judge", "logprobs", "micro_grads", "accumulate", "apply",
+                          "eval/reshard", "eval θ=0.05", "save", "export"]
+  assert all(r["fits"] for r in phases.values())
   params = sharded_param_bytes(4)
   assert params < 0.3 * 4 * tiny_params()  # most of the model is split 4 ways
   assert programs["logp_old/ref"]["argument"] == pytest.approx(params, rel=0.01)
-  assert programs["micro_grads"]["live"] == pytest.approx(3 * params, rel=0.01)  # Adam moments + reference params
-  assert "fits on v5e:2x2" in proc.stdout
+  # held all run: params, Adam moments and the (float32) reference params; the gradient sums while accumulating
+  assert phases["micro_grads"]["held"] == pytest.approx(4 * params, rel=0.01)
+  assert phases["accumulate"]["held"] == pytest.approx(5 * params, rel=0.01)
+  assert phases["micro_grads"]["after"] == phases["accumulate"]["held"]
+  assert phases["apply"]["after"] == phases["judge"]["held"] == phases["save"]["held"]
+  # the rollout params are held through the rollout (and the eval sweep) and freed at its end
+  assert phases["rollout"]["held"] - phases["judge"]["held"] == programs["rollout/reshard"]["output"] > 0
+  assert phases["rollout"]["after"] == phases["judge"]["held"]
+  assert max(r["peak"] for r in phases.values()) <= plan["budget_bytes"]
+  assert "fits on v5e:2x2" in proc.stdout and "largest peak: " in proc.stdout
 
 
 def test_gpu_fits_on_one_device(tmp_path):
@@ -92,7 +104,7 @@ def test_gpu_does_not_fit_and_counts_flops(tmp_path):
   proc, plan = plan_json(tmp_path, "--target=h100x2", "--config.mesh.data=1", "--config.mesh.fsdp=2",
                          "--mem_fraction=0.00001", "--nosearch")
   assert proc.returncode == 1, proc.stdout + proc.stderr
-  assert not plan["fits"] and not any(p["fits"] for p in plan["programs"]) and plan["search"] == {}
+  assert not plan["fits"] and not any(r["fits"] for r in plan["timeline"]) and plan["search"] == {}
   assert "does NOT fit on h100x2" in proc.stdout
   flops = plan["flops"]["programs"]
   rows, length, table = 8, 288, 4096 * 256
