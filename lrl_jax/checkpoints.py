@@ -21,6 +21,8 @@ import orbax.checkpoint as ocp
 
 from lrl_jax.cli import is_user_error, quiet_native_stderr
 from lrl_jax.errors import UserError
+from lrl_jax.files import PARTIAL, atomic_dir
+from lrl_jax.parallel import multihost
 
 CHECKPOINTS_DIR, MODEL_FILES_DIR, FINAL_DIR, BROKEN_DIR = "checkpoints", "model_files", "final", "checkpoints.broken"
 
@@ -192,3 +194,38 @@ def run_config(run_dir: str) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
       continue
   return None
+
+
+def write_final_dir(params: Any, out_dir: str, src_dir: str) -> None:
+  """An Orbax model dir of sharded `params`, written by every process together (each its own shards: no process
+  or device holds a gathered copy). Process 0 adds the side files of `src_dir` and moves the finished dir into
+  place, so a failed write never leaves a complete-looking `out_dir`."""
+  from lrl_jax.weights.checkpoint import PARAMS_DIR, save_orbax_params, write_side_files
+  out_dir = os.path.abspath(out_dir)
+  tmp = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}{PARTIAL}")
+  if multihost.is_main():
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+  multihost.barrier("final_begin")
+  save_orbax_params(params, os.path.join(tmp, PARAMS_DIR), collective=True)
+  if multihost.is_main():
+    write_side_files(tmp, src_dir)
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+  multihost.barrier("final_end")
+
+
+def export_hf_dir(params: Any, cfg, out_dir: str, src_dir: str) -> None:
+  """An HF model dir of sharded `params`, streamed one layer tensor (or row block) at a time: every process takes
+  part in each piece's gather, process 0 writes it (so host and device memory hold one piece, never the model)."""
+  from lrl_jax.weights import hf
+  from lrl_jax.weights.checkpoint import write_side_files
+  pieces = multihost.host_slices(params)
+  if multihost.is_main():
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+      hf.write_hf_params(pieces, cfg, tmp)
+      write_side_files(tmp, src_dir, cfg)
+  else:
+    hf.drain_hf_blocks(pieces, cfg)
+  multihost.barrier("export_end")

@@ -233,6 +233,23 @@ def fetch(tree: Any) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+class HostSlices:
+  """A sharded array read to host numpy piece by piece: `x[index]` gathers only that piece (a collective when more
+  than one process holds shards), so a writer streaming layer by layer never holds the whole array."""
+
+  def __init__(self, array):
+    self._array = array
+    self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
+
+  def __getitem__(self, index) -> np.ndarray:
+    return np.asarray(fetch(self._array[index]))
+
+
+def host_slices(tree: Any) -> Any:
+  """`HostSlices` of every array of a sharded pytree (for the streaming writers of weights/hf.py)."""
+  return _map(HostSlices, tree)
+
+
 # ---- failing fast ----------------------------------------------------------------------------------------------------
 _PEER_SIGNS = ("gloo", "connection reset", "connection refused", "heartbeat", "coordination service", "unavailable",
                "barrier", "socket closed", "broken pipe")

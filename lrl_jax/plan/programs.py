@@ -23,6 +23,7 @@ from lrl_jax.model.config import ModelConfig
 from lrl_jax.parallel import mesh as mesh_lib
 from lrl_jax.rl import batch as batch_lib
 from lrl_jax.rl import layout, losses, optim, step as step_lib
+from lrl_jax.weights import hf
 
 
 class Program(NamedTuple):
@@ -80,9 +81,6 @@ def device_bytes(tree) -> int:
   return total
 
 
-EXPORT_BLOCK_BYTES = 16 * 2**20  # the HF export reads a top-level tensor in row blocks of this size (weights/hf.py)
-
-
 def state_bytes(s: "Setup") -> dict[str, int]:
   """Per-device bytes of each part of the state the trainer keeps all run (params, opt_state, ref_params)."""
   return {k: device_bytes(v) for k, v in s.state.items()}
@@ -97,7 +95,7 @@ def export_bytes(params) -> int:
     if any(getattr(k, "key", None) == "layers" for k in path):
       out = max(out, math.prod(x.shape[1:]) * itemsize)
     else:
-      out = max(out, min(math.prod(x.shape) * itemsize, EXPORT_BLOCK_BYTES))
+      out = max(out, min(math.prod(x.shape) * itemsize, hf.BLOCK_BYTES))
   return out
 
 

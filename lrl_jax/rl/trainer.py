@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lrl_jax import wiring
-from lrl_jax.checkpoints import FINAL_DIR, MODEL_FILES_DIR, Checkpoints
+from lrl_jax.checkpoints import FINAL_DIR, MODEL_FILES_DIR, Checkpoints, export_hf_dir, write_final_dir
 from lrl_jax.data import templates
 from lrl_jax.data.sampler import PromptSampler
 from lrl_jax.decode import Decoder
@@ -40,7 +40,7 @@ from lrl_jax.rewards import Judge, JudgeConfig, is_truncated
 from lrl_jax.rl import batch as batch_lib
 from lrl_jax.rl import guards, layout, losses, optim, refill, rollout, shaping, step as step_lib
 from lrl_jax.rl.warm_start import WARM_START_DIR, warm_start
-from lrl_jax.weights import load_checkpoint, write_hf_dir, write_orbax_dir
+from lrl_jax.weights import load_checkpoint
 
 
 class Trainer:
@@ -171,18 +171,15 @@ class Trainer:
     self._phase("save")
 
   def write_final(self) -> str:
-    """The current policy as an Orbax model dir W/final (config and tokenizer from W/model_files), by process 0."""
+    """The current policy as an Orbax model dir W/final (config and tokenizer from W/model_files), written shard by
+    shard by every process."""
     out = os.path.join(self.workdir, FINAL_DIR)
-    params = multihost.fetch(self.params)
-    if multihost.is_main():
-      write_orbax_dir(params, out, src_dir=self.model_files, overwrite=True)
+    write_final_dir(self.params, out, self.model_files)
     return out
 
   def export_hf(self, out_dir: str) -> None:
-    """The current policy as an HF model dir (config and tokenizer from W/model_files), by process 0."""
-    params = multihost.fetch(self.params)
-    if multihost.is_main():
-      write_hf_dir(params, self.cfg, out_dir, src_dir=self.model_files, overwrite=True)
+    """The current policy as an HF model dir (config and tokenizer from W/model_files), streamed piece by piece."""
+    export_hf_dir(self.params, self.cfg, out_dir, self.model_files)
     self._phase("export")
 
   def maybe_kill(self, phase: str) -> None:

@@ -45,17 +45,26 @@ def _this_process() -> ocp.options.MultiprocessingOptions:
                                             barrier_sync_key_prefix=f"process{me}")
 
 
-def save_orbax_params(params: Any, path: str) -> None:
-  """Write params with Orbax at `path` (which must not exist) and wait for completion; at most 1 GB in flight."""
-  checkpointer = ocp.StandardCheckpointer(save_concurrent_gb=1, multiprocessing_options=_this_process())
+def save_orbax_params(params: Any, path: str, collective: bool = False) -> None:
+  """Write params with Orbax at `path` (which must not exist) and wait for completion; at most 1 GB in flight.
+  `collective`: params are sharded arrays every process calls this with, each writing its own shards (nothing is
+  gathered); else this process writes its (host or local) arrays alone."""
+  options = ocp.options.MultiprocessingOptions() if collective else _this_process()
+  checkpointer = ocp.StandardCheckpointer(save_concurrent_gb=1, multiprocessing_options=options)
   checkpointer.save(os.path.abspath(path), params)
   checkpointer.wait_until_finished()
 
 
 def restore_orbax_params(path: str, target: Any | None = None) -> Any:
-  """Restore params from an Orbax params dir; `target` (ShapeDtypeStructs with shardings) places them directly."""
+  """Restore params from an Orbax params dir; `target` (ShapeDtypeStructs with shardings) places them directly,
+  default: whole on this process's first device, whatever topology saved them."""
   checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_this_process())
-  return checkpointer.restore(os.path.abspath(path), target)
+  path = os.path.abspath(path)
+  if target is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata.tree)
+  return checkpointer.restore(path, target)
 
 
 def write_orbax_dir(params: Any, out_dir: str, src_dir: str | None = None, cfg: ModelConfig | None = None,
@@ -69,7 +78,7 @@ def write_orbax_dir(params: Any, out_dir: str, src_dir: str | None = None, cfg: 
     if stop_ids:
       with open(os.path.join(tmp, "generation_config.json"), "w") as f:
         json.dump({"eos_token_id": list(stop_ids)}, f)
-    _write_side_files(tmp, src_dir, cfg)
+    write_side_files(tmp, src_dir, cfg)
 
 
 def write_hf_dir(params: Any, cfg: ModelConfig, out_dir: str, src_dir: str | None = None,
@@ -77,10 +86,11 @@ def write_hf_dir(params: Any, cfg: ModelConfig, out_dir: str, src_dir: str | Non
   """An HF model directory: sharded safetensors + index + config/tokenizer files."""
   with atomic_dir(out_dir, overwrite) as tmp:
     hf.write_hf_params(params, cfg, tmp, max_shard_bytes)
-    _write_side_files(tmp, src_dir, cfg)
+    write_side_files(tmp, src_dir, cfg)
 
 
-def _write_side_files(dst: str, src_dir: str | None, cfg: ModelConfig | None) -> None:
+def write_side_files(dst: str, src_dir: str | None, cfg: ModelConfig | None = None) -> None:
+  """Copy the side files of src_dir into dst, or write a config.json made from cfg."""
   if src_dir is not None:
     for name in side_files(src_dir):
       shutil.copy2(os.path.join(src_dir, name), os.path.join(dst, name))
@@ -97,7 +107,7 @@ def hf_to_orbax_dir(hf_dir: str, out_dir: str, dtype=None, overwrite: bool = Fal
   leaves = stream.streamed_params(hf_dir, cfg, dtype)
   with atomic_dir(out_dir, overwrite) as tmp:
     stream.save_streamed(leaves, os.path.join(tmp, PARAMS_DIR))
-    _write_side_files(tmp, hf_dir, cfg)
+    write_side_files(tmp, hf_dir, cfg)
 
 
 def orbax_to_hf_dir(ckpt_dir: str, out_dir: str, dtype=None, overwrite: bool = False,

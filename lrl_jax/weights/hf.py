@@ -206,6 +206,9 @@ def read_hf_params(hf_dir: str, cfg: ModelConfig, dtype=None) -> dict:
   return out
 
 
+BLOCK_BYTES = 16 * 2**20  # a top-level tensor ([vocab, hidden]) is read and written in row blocks of this size
+
+
 def _hf_blocks(params: dict, cfg: ModelConfig, block_bytes: int) -> Iterator[tuple[str, Iterator[np.ndarray]]]:
   """Yield (hf_name, its HF-layout rows in blocks), one tensor at a time; top-level tensors ([vocab, embed]) come in
   blocks of at most `block_bytes`. Leaves may be lazy (`leaf[index]` reads only that part)."""
@@ -223,6 +226,14 @@ def _hf_blocks(params: dict, cfg: ModelConfig, block_bytes: int) -> Iterator[tup
     for suffix, (ours, _, to_hf) in layer_map.items():
       yield (f"model.layers.{layer}.{suffix}",
              iter([np.ascontiguousarray(to_hf(np.asarray(params["layers"][ours][layer])))]))
+
+
+def drain_hf_blocks(params: dict, cfg: ModelConfig, block_bytes: int = BLOCK_BYTES) -> None:
+  """Read every block `write_hf_params` would write, writing nothing: the part of the processes that do not write
+  when the leaves' reads are collectives (`multihost.HostSlices`)."""
+  for _, blocks in _hf_blocks(params, cfg, block_bytes):
+    for _ in blocks:
+      pass
 
 
 def hf_tensors(params: dict, cfg: ModelConfig) -> Iterator[tuple[str, np.ndarray]]:
@@ -264,7 +275,7 @@ def _write_header(f, entries: list[tuple[str, tuple[int, ...], np.dtype]]) -> No
 
 
 def write_hf_params(params: dict, cfg: ModelConfig, out_dir: str, max_shard_bytes: int = 2 * 2**30,
-                    block_bytes: int = 16 * 2**20) -> None:
+                    block_bytes: int = BLOCK_BYTES) -> None:
   """Sharded safetensors + index into out_dir; each tensor's bytes are written as produced (peak ≈ one layer
   tensor, or `block_bytes` of a top-level one).
 
