@@ -17,7 +17,7 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # libtpu otherwise all
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from lrl_jax import cli  # noqa: E402
+from lrl_jax import cli, console  # noqa: E402
 
 PROG = "python -m lrl_jax.plan"
 
@@ -46,7 +46,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _main(fv: flags.FlagValues) -> int:
-  from lrl_jax.plan import command  # the CUDA plugin's no-driver notices are dropped by lrl_jax.console
+  with console.without_notices():  # also when main() is called in-process, not as `python -m` (console.setup)
+    from lrl_jax.plan import command
 
   logging.set_verbosity(logging.ERROR)
   return command.run(fv.config, target_name=fv.target, preset=fv.preset, prompt_len=fv.prompt_len, tpf=fv.tpf,
