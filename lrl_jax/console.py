@@ -11,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
-import importlib.abc
 import importlib.machinery
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, MutableMapping
 
 # Device nodes of the accelerators JAX has plugins for: NVIDIA (Linux and containers; /dev/dxg: WSL2), AMD (ROCm),
@@ -77,6 +75,8 @@ def is_notice(line: str) -> bool:
 @contextlib.contextmanager
 def without_notices() -> Iterator[None]:
   """Hold what is written to file descriptor 2 inside the block and pass it on after, less the notice lines."""
+  import tempfile  # here: 10 ms of imports that `--help` of a program without JAX does not need
+
   sys.stderr.flush()
   try:
     saved = os.dup(2)
@@ -97,7 +97,7 @@ def without_notices() -> Iterator[None]:
         os.write(2, b"".join(kept))
 
 
-class _QuietLoader(importlib.abc.Loader):
+class _QuietLoader:
   """A module loader that runs the wrapped one with the notices dropped; a PJRT plugin's `initialize()` too."""
 
   def __init__(self, loader):
@@ -125,8 +125,8 @@ def _quiet(fn):
   return wrapped
 
 
-class _QuietCudaPlugin(importlib.abc.MetaPathFinder):
-  """Finds the CUDA plugin's modules as the path finder does, to load them through `_QuietLoader`."""
+class _QuietCudaPlugin:
+  """A meta path finder: the CUDA plugin's modules as the path finder finds them, loaded through `_QuietLoader`."""
 
   def find_spec(self, name, path, target=None):
     if not (name in CUDA_PJRT_PLUGINS or name.split(".")[0] in CUDA_PLUGIN_PACKAGES):
