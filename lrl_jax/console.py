@@ -58,7 +58,7 @@ def setup(environ: MutableMapping[str, str] = os.environ, platform: str = sys.pl
   """Set the start-up defaults (each only where the user has not set it) and drop the CUDA plugin's no-driver notices.
 
   On a Linux host without an accelerator JAX_PLATFORMS becomes "cpu", so JAX does not initialise the installed GPU and
-  TPU plugins only to fail; where a device node exists, or the user set JAX_PLATFORMS (even empty), JAX chooses.
+  TPU plugins only to fail; where a device node exists JAX chooses, and a JAX_PLATFORMS the user set (even empty) stays.
   """
   for key, value in ENV_DEFAULTS.items():
     environ.setdefault(key, value)
