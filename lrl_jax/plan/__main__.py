@@ -7,10 +7,8 @@ time at 40% MFU. Exit code 0: fits; 1: does not (or a program fails to compile f
 Needs the plan extra (pip install -e ".[plan]"). docs/PLAN.md has the details.
 """
 
-import contextlib
 import os
 import sys
-import tempfile
 
 os.environ["JAX_PLATFORMS"] = "cpu"  # compile for targets from this host; never initialise a local accelerator
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata-server probe for TPU topologies
@@ -19,28 +17,9 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # libtpu otherwise all
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from lrl_jax import cli  # noqa: E402
+from lrl_jax import cli, console  # noqa: E402
 
 PROG = "python -m lrl_jax.plan"
-# What the CUDA plugin prints on every `import jax` on a host without a GPU driver (it cannot be turned off).
-PLUGIN_NOTICES = ("cudart_stub.cc", "WARNING: All log messages before absl::InitializeLog()")
-
-
-@contextlib.contextmanager
-def without_plugin_notices():
-  """Drop the CUDA plugin's no-driver notices from file descriptor 2 while the block runs; keep anything else."""
-  with tempfile.TemporaryFile(mode="w+b") as tmp:
-    saved = os.dup(2)
-    os.dup2(tmp.fileno(), 2)
-    try:
-      yield
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      tmp.seek(0)
-      kept = [line for line in tmp.read().decode(errors="replace").splitlines(keepends=True)
-              if not line.startswith(PLUGIN_NOTICES) and "cudart_stub.cc" not in line]
-      sys.stderr.write("".join(kept))
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -67,7 +46,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _main(fv: flags.FlagValues) -> int:
-  with without_plugin_notices():
+  with console.without_notices():  # also when main() is called in-process, not as `python -m` (console.setup)
     from lrl_jax.plan import command
 
   logging.set_verbosity(logging.ERROR)
