@@ -33,6 +33,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("prompt_len", 256, "prompt tokens of the longest rollout / training row", flag_values=fv)
   flags.DEFINE_float("tpf", 4.81, "tokens per denoising forward assumed for the rollout's FLOPs (4.81: SDAR-8B-b32 "
                      "on MATH500)", flag_values=fv)
+  flags.DEFINE_string("response_tokens", "", "MEDIAN,SIGMA: response lengths as a log-normal (capped at "
+                      "max_new_tokens) for the step's FLOPs and time, e.g. 350,0.8; default: every response at "
+                      "max_new_tokens (the worst case; memory is always planned at it)", flag_values=fv)
   flags.DEFINE_float("mem_fraction", None, "usable fraction of device memory (default: 0.92 on GPUs, as "
                      "launch/train_rl.sh sets XLA_PYTHON_CLIENT_MEM_FRACTION; 1 on TPUs)", flag_values=fv)
   flags.DEFINE_bool("search", True, "when it does not fit, search the largest rollout batch / micro-batch that does",
@@ -51,8 +54,8 @@ def _main(fv: flags.FlagValues) -> int:
 
   logging.set_verbosity(logging.ERROR)
   return command.run(fv.config, target_name=fv.target, preset=fv.preset, prompt_len=fv.prompt_len, tpf=fv.tpf,
-                     mem_fraction=fv.mem_fraction, do_search=fv.search, do_flops=fv.flops, json_path=fv.json,
-                     verbose=fv.verbose, attention=fv.attention)
+                     response_tokens=fv.response_tokens, mem_fraction=fv.mem_fraction, do_search=fv.search,
+                     do_flops=fv.flops, json_path=fv.json, verbose=fv.verbose, attention=fv.attention)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,9 +112,11 @@ def _search_line(name: str, multiple: int, found: search.Found, config, shards: 
   return f"{line}  [tried: {tried}]"
 
 
-def _flops_lines(flops: dict, reports: list[memory.Report], target: targets.Target, tpf: float):
+def _flops_lines(flops: dict, reports: list[memory.Report], target: targets.Target, tpf: float, lengths=None):
+  workload = ("every response at max_new_tokens (the worst case)" if lengths is None else
+              f"response tokens log-normal, median {lengths[0]:g}, sigma {lengths[1]:g}, capped at max_new_tokens")
   lines = ["FLOPs per step: matmul FLOPs of the same programs compiled for one CPU device, read off the optimized "
-           "HLO with each loop body x its trip count",
+           f"HLO with each loop body x its trip count; {workload}",
            f"{'program':<16} {'calls':>6} {'TFLOP/call':>11} {'TFLOP/step':>11} {'XLA cost_analysis*':>19}"]
   total = 0.0
   for r in reports:
@@ -127,7 +129,7 @@ def _flops_lines(flops: dict, reports: list[memory.Report], target: targets.Targ
     note = ""
     if f["dynamic_loops"]:
       trips = " x ".join(f"{t:g}" for t in f["loop_trips"])
-      note = f"  data-dependent loops at {trips} trips (every response to max_new_tokens at TPF {tpf:g})"
+      note = f"  data-dependent loops at {trips} trips (TPF {tpf:g})"
     lines.append(f"{r.name:<16} {r.calls:>6g} {f['total'] / 1e12:11.2f} {step / 1e12:11.1f} "
                  f"{(f['xla_cost_analysis'] or 0) / 1e12:19.2f}{note}")
   seconds = total / (MFU * target.kind.peak_bf16 * target.num_devices)
@@ -189,8 +191,23 @@ def _write_json(path: str, obj) -> None:
   files.write_json(path, obj)
 
 
+def parse_response_tokens(text: str) -> tuple[float, float] | None:
+  """`--response_tokens`: "" (None: every response at max_new_tokens) or "MEDIAN,SIGMA" of a log-normal."""
+  if not str(text).strip():
+    return None
+  parts = str(text).split(",")
+  try:
+    median, sigma = (float(p) for p in parts)
+  except ValueError:
+    median = sigma = -1.0
+  if len(parts) != 2 or median <= 0 or sigma < 0:
+    raise PlanError("--response_tokens", f"{text!r}: expected MEDIAN,SIGMA with MEDIAN > 0 and SIGMA >= 0, "
+                    "e.g. 350,0.8")
+  return median, sigma
+
+
 def run(config, *, target_name: str, preset: str | None = None, prompt_len: int = 256, tpf: float = 4.81,
-        mem_fraction: float | None = None, do_search: bool = True, do_flops: bool = True,
+        response_tokens: str = "", mem_fraction: float | None = None, do_search: bool = True, do_flops: bool = True,
         json_path: str | None = None, verbose: bool = False, attention: str = "auto", out=print) -> int:
   """Print the plan of `config` on `target_name`; 0 if every program fits, else 1. Bad input raises a UserError."""
   start = time.perf_counter()
@@ -200,6 +217,7 @@ def run(config, *, target_name: str, preset: str | None = None, prompt_len: int 
                   ("--mem_fraction", mem_fraction is None or 0 < mem_fraction <= 1)):
     if not ok:
       raise PlanError(key, f"{ {'--prompt_len': prompt_len, '--tpf': tpf}.get(key, mem_fraction)} is out of range")
+  lengths = parse_response_tokens(response_tokens)
   validate(config)
   cfg, model = model_config(config, preset)
   check_model_fit(config, cfg, prompt_len)
@@ -216,7 +234,7 @@ def run(config, *, target_name: str, preset: str | None = None, prompt_len: int 
   groups = [("rollout", None), ("train", None), ("apply", None)]  # None: the knob's configured value
   workers = [jobs.Worker({**spec, "platform": "target"})]
   if do_flops:  # the CPU compiles' child starts now, so its imports overlap the target's compiles
-    workers.append(jobs.Worker({**spec, "platform": "cpu"}))
+    workers.append(jobs.Worker({**spec, "platform": "cpu", "response_tokens": lengths}))
     workers[1].start()
   try:
     main = workers[0].compile(groups + [("eval", None)])
@@ -227,7 +245,7 @@ def run(config, *, target_name: str, preset: str | None = None, prompt_len: int 
     if do_flops:
       out("")
       cpu = workers[1].compile(groups)
-      lines, result["flops"] = _flops_lines(cpu.flops, cpu.reports, target, tpf)
+      lines, result["flops"] = _flops_lines(cpu.flops, cpu.reports, target, tpf, lengths)
       for line in lines:
         out(line)
   except jobs.BadInput as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -24,6 +25,27 @@ from lrl_jax.parallel import mesh as mesh_lib
 from lrl_jax.rl import batch as batch_lib
 from lrl_jax.rl import layout, losses, optim, step as step_lib
 from lrl_jax.weights import hf
+
+
+class ResponseLengths(NamedTuple):
+  """Response tokens as a log-normal (median, sigma), capped at max_new_tokens: the lengths a model really writes,
+  for the FLOPs of a step (memory is always planned at the cap, which a run can reach)."""
+  median: float
+  sigma: float
+
+  def _quantiles(self, cap: int, n: int = 2000) -> list[float]:
+    normal = statistics.NormalDist()
+    return [min(cap, self.median * math.exp(self.sigma * normal.inv_cdf((i + 0.5) / n))) for i in range(n)]
+
+  def mean_blocks(self, block_size: int, cap: int) -> float:
+    """E[ceil(length / block_size)]: the blocks a response decodes."""
+    q = self._quantiles(cap)
+    return sum(math.ceil(x / block_size) for x in q) / len(q)
+
+  def longest(self, count: int, cap: int) -> int:
+    """The typical longest of `count` responses: the 1 - 1/(count + 1) quantile, capped."""
+    q = 1 - 1 / (count + 1)
+    return int(min(cap, math.ceil(self.median * math.exp(self.sigma * statistics.NormalDist().inv_cdf(q)))))
 
 
 class Program(NamedTuple):
@@ -60,6 +82,19 @@ class Setup:
   state: dict  # name -> abstract pytree (params, opt_state, ref_params)
   prompt_len: int  # prompt bucket of the rollout and of the training rows
   tpf: float  # tokens per denoising forward assumed for the rollout's FLOPs
+  lengths: ResponseLengths | None = None  # response lengths for FLOPs (None: every response at max_new_tokens)
+
+  def response_tokens(self) -> int:
+    """The longest response of a step the programs are shaped for: max_new_tokens, or the typical longest of a
+    step's responses under `lengths`."""
+    r = self.config.rollout
+    cap = r.max_new_tokens
+    return cap if self.lengths is None else self.lengths.longest(r.num_prompts * r.num_responses, cap)
+
+  def blocks_per_response(self) -> float:
+    """Blocks one response decodes: all of max_new_tokens, or the mean under `lengths`."""
+    cap, bs = self.config.rollout.max_new_tokens, self.dcfg.block_size
+    return -(-cap // bs) if self.lengths is None else self.lengths.mean_blocks(bs, cap)
 
   @property
   def batch_shards(self) -> int:
@@ -77,7 +112,7 @@ def device_bytes(tree) -> int:
   total = 0
   for x in jax.tree.leaves(tree):
     shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
-    total += math.prod(shape) * jnp.dtype(x.dtype).itemsize
+    total += math.prod(shape) * x.dtype.itemsize  # PRNG key dtypes (the engine's slots) have one too
   return total
 
 
@@ -99,7 +134,8 @@ def export_bytes(params) -> int:
   return out
 
 
-def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, attention: str = "auto") -> Setup:
+def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, attention: str = "auto",
+                lengths: ResponseLengths | None = None) -> Setup:
   """State shapes and shardings exactly as `rl.trainer.Trainer` builds them (float32 master params).
 
   `attention`: the training attention backend to compile; "auto" lets the step choose from the mesh's platform as
@@ -122,12 +158,12 @@ def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, att
   if attention != "auto":
     sc = dataclasses.replace(sc, attn_impl=attention)
   dcfg = wiring.rollout_decode_config(config, defaults.parse_stop_ids(r.stop_ids) or ())
-  return Setup(config, cfg, mesh, dcfg, sc, loss_cfg, optimizer, state, prompt_len, tpf)
+  return Setup(config, cfg, mesh, dcfg, sc, loss_cfg, optimizer, state, prompt_len, tpf, lengths)
 
 
 def row_length(s: Setup) -> int:
   """Training row length: the longest row (prompt bucket + max_new_tokens) in the trainer's length bucket."""
-  return batch_lib.length_bucket(s.prompt_len + s.config.rollout.max_new_tokens, s.sc.block_size,
+  return batch_lib.length_bucket(s.prompt_len + s.response_tokens(), s.sc.block_size,
                                  s.config.train.row_len_bucket)
 
 

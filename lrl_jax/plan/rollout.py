@@ -8,6 +8,8 @@ for the widest page-table bucket (every slot full), with its slots and KV pages 
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -46,7 +48,8 @@ def _engine(s: Setup, name: str, slots: int, dcfg, calls, loop_trips=()) -> Prog
   shape = engine_shape(s, slots, dcfg)
   prog = engine_programs.for_mesh(s.mesh, engine_programs.kv_split(s.cfg, s.mesh))
   state = jax.eval_shape(lambda: engine_programs.init_state(s.cfg, shape, dtype, s.mesh))
-  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, (prog.slots, prog.pool))
+  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state,
+                       (prog.slots, prog.pool))
   scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
   return Program(name, prog.run,
                  (_rollout_params(s, dtype), *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32)),
@@ -54,16 +57,16 @@ def _engine(s: Setup, name: str, slots: int, dcfg, calls, loop_trips=()) -> Prog
 
 
 def engine_programs_for(s: Setup, slots: int) -> list[Program]:
-  """Reshard + engine call at `slots` slots. FLOPs assume every response runs to max_new_tokens at `s.tpf` tokens
-  per denoising forward (an upper bound), one commit per block, prompts prefilled one block per forward, and the
-  XLA page walk (its trips depend on the lengths held) over the whole page-table bucket."""
+  """Reshard + engine call at `slots` slots. FLOPs assume responses of `s.lengths` (default: every one runs to
+  max_new_tokens, an upper bound) at `s.tpf` tokens per denoising forward, one commit per block, prompts prefilled
+  one block per forward, every slot busy (the tail left out), and the XLA page walk (its trips depend on the
+  lengths held) over the whole page-table bucket."""
   dcfg = s.dcfg
   r = s.config.rollout
   sequences = r.num_prompts * r.num_responses
-  blocks = -(-dcfg.max_new_tokens // dcfg.block_size)
   prefill = s.prompt_len // dcfg.block_size
-  per_sequence = prefill + blocks * (min(dcfg.num_steps, dcfg.block_size / s.tpf) + 1)  # forwards of one sequence
-  forwards = -(-sequences // slots) * per_sequence  # every slot of every shard runs in parallel
+  per_sequence = prefill + s.blocks_per_response() * (min(dcfg.num_steps, dcfg.block_size / s.tpf) + 1)
+  forwards = math.ceil(sequences * per_sequence / slots)  # continuous batching keeps every slot busy
   calls = -(-forwards // r.forwards_per_call)
   dtype = jnp.dtype(dcfg.dtype)
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), s.state["params"])

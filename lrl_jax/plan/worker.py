@@ -64,14 +64,15 @@ def run(spec: dict) -> None:
   config = ml_collections.ConfigDict(spec["config"])
   target = targets.parse_target(spec["target"])
   cfg, _ = command.model_config(config, spec["preset"])
-  s = programs.build_setup(config, cfg, _mesh(spec, target), spec["prompt_len"], spec["tpf"],
-                             spec["attention"])
+  lengths = spec.get("response_tokens")
+  s = programs.build_setup(config, cfg, _mesh(spec, target), spec["prompt_len"], spec["tpf"], spec["attention"],
+                           programs.ResponseLengths(*lengths) if lengths else None)
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(s.state["params"]))
   knobs = {"rollout": rollout.rollout_knob(s), "train": programs.train_knob(s)}
   emit("setup", params=params, state_bytes=programs.state_bytes(s),
-       export_bytes=programs.export_bytes(s.state["params"]), prompt_len=s.prompt_len, row_length=programs.row_length(s),
-       batch_shards=s.batch_shards, counts=programs.step_counts(s, config.train.micro_batch_rows),
-       attention=s.sc.attn_impl,
+       export_bytes=programs.export_bytes(s.state["params"]), prompt_len=s.prompt_len,
+       row_length=programs.row_length(s), batch_shards=s.batch_shards,
+       counts=programs.step_counts(s, config.train.micro_batch_rows), attention=s.sc.attn_impl,
        knobs={g: {"name": k.name, "value": k.value, "multiple": k.multiple} for g, k in knobs.items()})
   micro = config.train.micro_batch_rows
   fixed = {"apply": lambda: [programs.apply_program(s, micro)], "eval": lambda: rollout.eval_programs(s)}
