@@ -1,7 +1,8 @@
 """Tiny SDAR-format checkpoints and a character tokenizer, built offline for tests, the CPU demo and notebooks.
 
 `make_hf_checkpoint` uses transformers' Qwen3 (torch, the test extra) so the weights come from an independent
-implementation; `make_orbax_checkpoint` needs only JAX.
+implementation; `make_orbax_checkpoint` needs only JAX; `make_hub_layout_checkpoint` writes the files of a hub SDAR
+checkpoint (remote-code auto_map, Qwen2 byte-level tokenizer files), for tests and notebooks that need the real layout.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def _write_hub_tokenizer(out_dir: str) -> None:
       "add_bos_token": False, "add_prefix_space": False,
       "added_tokens_decoder": {str(i): {"content": t, **entry} for t, i in added.items()},
       "additional_special_tokens": list(HUB_SPECIAL_TOKENS[1:]),
-      "auto_map": {"AutoTokenizer": ["tokenization_qwen2.Qwen2Tokenizer", "tokenization_qwen2_fast.Qwen2TokenizerFast"]},
+      "auto_map": {"AutoTokenizer": ["tokenization_qwen2.Qwen2Tokenizer",
+                                     "tokenization_qwen2_fast.Qwen2TokenizerFast"]},
       "bos_token": None, "chat_template": HUB_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
       "eos_token": "<|im_end|>", "errors": "replace", "extra_special_tokens": {}, "model_max_length": 131072,
       "pad_token": "<|endoftext|>", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",

@@ -63,8 +63,8 @@ def _torch_logits(model, tokens, positions, dtype):
 
 
 def measure(workdir: str) -> dict[str, tuple[float, float]]:
-  """(max, mean) |Δ logits| of bf16 forwards (ours under both conventions; transformers' Qwen3 as is and with the authors'
-  norm patched in) against the float32 forward and against each other, 2 x 64 tokens, block-causal B 4."""
+  """(max, mean) |Δ logits| of bf16 forwards (ours under both conventions; transformers' Qwen3 as is and with the
+  authors' norm patched in) against the float32 forward and against each other, 2 x 64 tokens, block-causal B 4."""
   import transformers.models.qwen3.modeling_qwen3 as qwen3
 
   cfg = tiny.tiny_config(vocab_size=512, hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=4, head_dim=32,
