@@ -102,7 +102,6 @@ def decode(model, prompts: np.ndarray, *, block_size: int, steps: int, strategy:
     pos = torch.arange(start, start + bs, device=dev).expand(b, -1)
     visible = torch.zeros((1, 1, bs, start + bs), dtype=model.dtype, device=dev)  # cache + own block, all visible
     masked = pos >= p
-    n_masked = masked.sum(-1)
     for s in range(steps):
       working = ~finished & masked.any(-1)
       if not working.any():
@@ -115,7 +114,7 @@ def decode(model, prompts: np.ndarray, *, block_size: int, steps: int, strategy:
       logp = torch.log_softmax(logits, -1)
       tok_logp, tok = logp.max(-1)
       entropy = -(logp.exp() * logp).nan_to_num().sum(-1) if strategy == "entropy_bounded" else None
-      n = n_masked // steps + (s < n_masked % steps).long()
+      n = torch.full((b,), bs // steps + int(s < bs % steps), device=dev)  # SPEC §4.3, every block alike
       fill = select(strategy, masked, tok_logp.exp(), entropy, n, threshold, entropy_budget) & working[:, None]
       x[:, start:start + bs] = torch.where(fill, tok, x[:, start:start + bs])
       step_map[:, start:start + bs] = torch.where(fill, nf[:, None], step_map[:, start:start + bs])

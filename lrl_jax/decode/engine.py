@@ -132,7 +132,7 @@ def _forward_step(params, slots: Slots, pool: Pool, threshold: jax.Array, *, cfg
   step_keys = jax.vmap(jax.random.fold_in)(slots.key, slots.nf)
   tok, prob, tok_logp, entropy = _candidates(params, cfg, dcfg, h, step_keys)
   working = den & masked.any(-1)
-  n = strategies.schedule(slots.n_masked0, dcfg.num_steps, slots.step)
+  n = strategies.schedule(bs, dcfg.num_steps, slots.step)
   fill = strategies.select(dcfg.strategy, masked, prob, entropy, n, dcfg, threshold) & masked & working[:, None]
   blk = jnp.where(fill, tok, blk)
   slots = slots._replace(tokens=_put(slots.tokens, blk, start),
@@ -152,7 +152,7 @@ def _forward_step(params, slots: Slots, pool: Pool, threshold: jax.Array, *, cfg
   slots = slots._replace(
       committed=new_committed, commits=slots.commits + decoded_commits, nf=slots.nf + working,
       step=jnp.where(advance, 0, slots.step + working), cur=jnp.where(advance, start + bs, start),
-      n_masked0=jnp.where(advance, bs, slots.n_masked0), status=jnp.where(stops, DONE, slots.status))
+      status=jnp.where(stops, DONE, slots.status))
   pool, slots = free_pages(pool, slots, stops)  # a finished sequence needs no cache: its pages return at once
   busy = working | commit.any(-1)
   return slots, pool, busy, (active & ~granted).any(), overflow.any()

@@ -52,7 +52,6 @@ class Slots(NamedTuple):
   committed: jax.Array  # [S] int32: positions whose keys/values are in the slot's pages (whole blocks)
   cur: jax.Array  # [S] int32: first position of the block being denoised
   step: jax.Array  # [S] int32: denoising steps taken on the current block
-  n_masked0: jax.Array  # [S] int32: masked positions the current block started with
   nf: jax.Array  # [S] int32: denoising forwards of the sequence (its step_map counter)
   commits: jax.Array  # [S] int32: commit forwards of decoded blocks (forwards_total = nf + commits)
   key: jax.Array  # [S] PRNG keys, one stream per sequence
@@ -74,7 +73,7 @@ def init_slots(shape: EngineShape) -> Slots:
   s, n = shape.shards * shape.slots, shape.buffer_len
   zeros = jnp.zeros((s,), jnp.int32)
   return Slots(jnp.zeros((s, n), jnp.int32), jnp.full((s, n), -1, jnp.int32), jnp.zeros((s, n), jnp.float32),
-               zeros, zeros, zeros, zeros, zeros, zeros, zeros, zeros, jax.random.split(jax.random.key(0), s),
+               zeros, zeros, zeros, zeros, zeros, zeros, zeros, jax.random.split(jax.random.key(0), s),
                zeros, jnp.zeros((s, shape.max_pages), jnp.int32), zeros)
 
 
@@ -111,7 +110,7 @@ def admit(slots: Slots, rows: jax.Array, tokens: jax.Array, prompt_len: jax.Arra
       tokens=set_rows(slots.tokens, tokens), step_map=set_rows(slots.step_map, jnp.full(tokens.shape, -1, jnp.int32)),
       logp=set_rows(slots.logp, jnp.zeros(tokens.shape, jnp.float32)), prompt_len=set_rows(slots.prompt_len, prompt_len),
       end=set_rows(slots.end, end), committed=set_rows(slots.committed, zeros), cur=set_rows(slots.cur, cur),
-      step=set_rows(slots.step, zeros), n_masked0=set_rows(slots.n_masked0, cur + block_size - prompt_len),
+      step=set_rows(slots.step, zeros),
       nf=set_rows(slots.nf, zeros), commits=set_rows(slots.commits, zeros), key=set_rows(slots.key, keys),
       status=set_rows(slots.status, jnp.full((r,), ACTIVE, jnp.int32)), num_pages=set_rows(slots.num_pages, zeros))
 

@@ -7,9 +7,13 @@ import jax.numpy as jnp
 from lrl_jax.decode.config import DecodeConfig
 
 
-def schedule(num_masked: jnp.ndarray, steps: int, step: jnp.ndarray) -> jnp.ndarray:
-  """n_s: tokens step `step` must at least fill, for a block that started with num_masked masks [b]."""
-  return num_masked // steps + (step < num_masked % steps).astype(jnp.int32)
+def schedule(block_size: int, steps: int, step: jnp.ndarray) -> jnp.ndarray:
+  """n_s [b]: tokens step `step` [b] must at least fill (SPEC §4.3): B // S, one more in the first B % S steps.
+
+  The same for every block, a partly filled first block too (as the authors' decoders); `select` fills at most
+  the masked positions left, so such a block may finish in fewer steps.
+  """
+  return block_size // steps + (step < block_size % steps).astype(jnp.int32)
 
 
 def _rank(score: jnp.ndarray, masked: jnp.ndarray) -> jnp.ndarray:

@@ -33,6 +33,9 @@ class ModelConfig:
   block_size: int | None = None
   mask_token_id: int | None = None
   model_type: str = "sdar"
+  # RMSNorm's weight multiplied in float32, one cast after (the SDAR modeling's fused kernel, SGLang); False:
+  # transformers' Qwen3 (cast, then weight). Differs only below float32; not read from config.json (docs/DECODE.md)
+  norm_weight_fp32: bool = True
 
   def to_hf_dict(self) -> dict[str, Any]:
     """The config.json fields an HF loader needs (model_type qwen3 keeps transformers able to load the weights)."""

@@ -36,10 +36,13 @@ class KV(NamedTuple):
   v: jax.Array
 
 
-def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
-  """RMSNorm in float32, result cast back to x's dtype before the weight (as HF Qwen3 does)."""
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float, weight_fp32: bool = True) -> jax.Array:
+  """RMSNorm in float32. weight_fp32=False: cast to x's dtype, then the weight (transformers' Qwen3);
+  True: the weight too in float32, one cast at the end (the SDAR authors' fused kernel, SGLang). Same in float32."""
   xf = x.astype(jnp.float32)
   xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+  if weight_fp32:
+    return (weight.astype(jnp.float32) * xf).astype(x.dtype)
   return weight.astype(x.dtype) * xf.astype(x.dtype)
 
 
@@ -94,7 +97,7 @@ class DecoderLayer(nn.Module):
                                                (size,))
     bias = lambda name, shape, axes: self._param(name, shape, axes, _zeros)
 
-    hidden = rms_norm(x, norm("input_norm", e, "embed"), cfg.rms_norm_eps)
+    hidden = rms_norm(x, norm("input_norm", e, "embed"), cfg.rms_norm_eps, cfg.norm_weight_fp32)
     q = jnp.einsum("bte,ehd->bthd", hidden, weight("q_proj", (e, h, d), ("embed", "heads", "head_dim")))
     k = jnp.einsum("bte,ehd->bthd", hidden, weight("k_proj", (e, kh, d), ("embed", "kv_heads", "head_dim")))
     v = jnp.einsum("bte,ehd->bthd", hidden, weight("v_proj", (e, kh, d), ("embed", "kv_heads", "head_dim")))
@@ -102,8 +105,9 @@ class DecoderLayer(nn.Module):
       q = q + bias("q_bias", (h, d), ("heads", "head_dim"))
       k = k + bias("k_bias", (kh, d), ("kv_heads", "head_dim"))
       v = v + bias("v_bias", (kh, d), ("kv_heads", "head_dim"))
-    q = rope(rms_norm(q, norm("q_norm", d, "head_dim"), cfg.rms_norm_eps), q_tok.positions, cfg.rope_theta)
-    k = rope(rms_norm(k, norm("k_norm", d, "head_dim"), cfg.rms_norm_eps), q_tok.positions, cfg.rope_theta)
+    eps, w32 = cfg.rms_norm_eps, cfg.norm_weight_fp32
+    q = rope(rms_norm(q, norm("q_norm", d, "head_dim"), eps, w32), q_tok.positions, cfg.rope_theta)
+    k = rope(rms_norm(k, norm("k_norm", d, "head_dim"), eps, w32), q_tok.positions, cfg.rope_theta)
     q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "head_dim"))
     k = nn.with_logical_constraint(k, ("batch", "seq", "kv_heads", "head_dim"))
     if prefix is None:
@@ -117,7 +121,7 @@ class DecoderLayer(nn.Module):
       attn = attn + bias("o_bias", (e,), ("embed",))
     x = nn.with_logical_constraint(x + attn, ("batch", "seq", "embed"))
 
-    hidden = rms_norm(x, norm("post_attn_norm", e, "embed"), cfg.rms_norm_eps)
+    hidden = rms_norm(x, norm("post_attn_norm", e, "embed"), cfg.rms_norm_eps, cfg.norm_weight_fp32)
     gate = jnp.einsum("bte,em->btm", hidden, weight("gate_proj", (e, m), ("embed", "mlp")))
     up = jnp.einsum("bte,em->btm", hidden, weight("up_proj", (e, m), ("embed", "mlp")))
     mlp = nn.with_logical_constraint(jax.nn.silu(gate) * up, ("batch", "seq", "mlp"))
@@ -168,4 +172,4 @@ class SDAR(nn.Module):
                   block_size=self.block_size, attn_impl=self.attn_impl, q_chunk=self.q_chunk,
                   return_kv=self.return_kv, prefix_chunk=self.prefix_chunk,
                   name="layers")(x, q_tok, prefix, jnp.arange(cfg.num_layers))  # every layer's pool, read at its index
-    return rms_norm(x, final_norm, cfg.rms_norm_eps), (KV(*kv) if self.return_kv else None)
+    return rms_norm(x, final_norm, cfg.rms_norm_eps, cfg.norm_weight_fp32), (KV(*kv) if self.return_kv else None)

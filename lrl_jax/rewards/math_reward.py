@@ -94,7 +94,11 @@ def exact_number(text: str) -> tuple[Fraction, bool] | None:
 
 
 def fast_equal(truth: str, answer: str) -> bool | None:
-  """Decide equivalence without math-verify when possible: True/False, or None when math-verify must decide."""
+  """Decide equivalence without math-verify when possible: True/False, or None when math-verify must decide.
+
+  Percents: 50\% matches 50 and, the truth being a percent, 0.5; an answer of 5000\% never matches 50, nor 50\%
+  0.5 (math-verify would accept both).
+  """
   t, a = normalize(truth), normalize(answer)
   if not a:
     return False
@@ -104,9 +108,9 @@ def fast_equal(truth: str, answer: str) -> bool | None:
   if tn is None or an is None:
     return None
   (tv, tp), (av, ap) = tn, an
-  if tv == av:
+  if tv == av:  # a percent sign alone changes nothing: 50\% for 50, 50 for 50\%
     return True
-  return (tp and tv / 100 == av) or (ap and av / 100 == tv)
+  return tp and not ap and tv / 100 == av  # a percent truth may be answered by its fraction, never the reverse
 
 
 @functools.lru_cache(maxsize=4096)

@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from lrl_jax.data import CodeRecord
 from lrl_jax.rewards import is_truncated
 
 _END = None
@@ -51,6 +52,11 @@ def gather(local: Rollout, allgather: Callable[[Any], list], me: int = 0) -> tup
     records = local.records if p == me else [None] * len(summaries)
     responses += [Response(*s, record=r) for s, r in zip(summaries, records)]
   return responses, np.concatenate([np.asarray(c, np.float64) for _, c in parts])
+
+
+def graded(data: Sequence) -> np.ndarray:
+  """[n] bool: the responses scored by a test pass rate (code records); the others (math) are right or wrong."""
+  return np.asarray([isinstance(d, CodeRecord) for d in data], bool)
 
 
 def _judge_loop(judge, data: Sequence, max_new: int, inbox: "queue.Queue", scores: np.ndarray, busy: list[float],

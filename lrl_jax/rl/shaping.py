@@ -92,14 +92,17 @@ def is_correct(correct: np.ndarray) -> np.ndarray:
   return correct if correct.dtype == bool else correct >= 1.0
 
 
-def accuracy_reward(group: np.ndarray, correct: np.ndarray, acc_norm: bool) -> np.ndarray:
-  """Accuracy reward [n]: within-group z-score of correctness/pass rate, else +1/-1 (bool) or the raw pass rate."""
+def accuracy_reward(group: np.ndarray, correct: np.ndarray, acc_norm: bool,
+                    graded: np.ndarray | None = None) -> np.ndarray:
+  """Accuracy reward [n]: within-group z-score of correctness/pass rate, else +1/-1 (right/wrong) or, for the
+  responses `graded` [n] by a test pass rate (code), that rate. `graded` defaults to "every one" for a float
+  `correct`, "none" for a bool one."""
   correct = np.asarray(correct)
   if acc_norm:
     return _group_zscore(correct.astype(np.float64), group)
-  if correct.dtype == bool:
-    return np.where(correct, 1.0, -1.0)
-  return correct.astype(np.float64)
+  if graded is None:
+    graded = np.full(correct.shape, correct.dtype != bool)
+  return np.where(graded, correct.astype(np.float64), np.where(is_correct(correct), 1.0, -1.0))
 
 
 def speed_reward(group: np.ndarray, tpf: np.ndarray, mode: str, coefficient: float,
@@ -176,13 +179,14 @@ def joint_reward(group: np.ndarray, correct: np.ndarray, tpf: np.ndarray, coeffi
   return acc, speed, _group_zscore(acc + speed, group)
 
 
-def shape(group: np.ndarray, correct: np.ndarray, tpf: np.ndarray, cfg: ShapingConfig) -> Shaped:
+def shape(group: np.ndarray, correct: np.ndarray, tpf: np.ndarray, cfg: ShapingConfig,
+          graded: np.ndarray | None = None) -> Shaped:
   """The whole §7.3 pipeline: decoupled rewards r = a + s (or the joint ablation), group filters, advantages over
-  kept responses."""
+  kept responses. `graded` [n]: the responses scored by a pass rate (code; see `accuracy_reward`)."""
   if cfg.reward_norm == "joint":
     acc, speed, reward = joint_reward(group, correct, tpf, cfg.tpf_coefficient, cfg.speed_reward_correct_only)
   else:
-    acc = accuracy_reward(group, correct, cfg.acc_norm)
+    acc = accuracy_reward(group, correct, cfg.acc_norm, graded)
     speed = speed_reward(group, tpf, cfg.tpf_norm_mode, cfg.tpf_coefficient,
                          correct if cfg.speed_reward_correct_only else None)
     reward = acc + speed

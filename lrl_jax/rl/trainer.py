@@ -288,7 +288,7 @@ class Trainer:
       (group, responses, data, correct, tpf), rounds = refill.refill(
           refill.Round(group, responses, data, correct, tpf), self._refill_round, self.shaping_cfg, n)
       timings.update(time_refill=time.perf_counter() - t, refill_rounds=float(rounds))
-    shaped = shaping.shape(group, correct, tpf, self.shaping_cfg)
+    shaped = shaping.shape(group, correct, tpf, self.shaping_cfg, rollout.graded(data))  # math: +-1 unnormalised
     metrics = shaping.metrics(shaped, correct, tpf)
     metrics["tpf_dataset"] = sum(r.length for r in responses) / max(1, sum(r.forwards for r in responses))
     metrics["truncated_frac"] = float(np.mean([r.truncated for r in responses]))

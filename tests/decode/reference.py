@@ -54,7 +54,6 @@ def reference_decode(model, prompt, *, block_size, steps, strategy, threshold, m
   while True:
     start = block * block_size
     masked = [i for i in range(block_size) if start + i >= p]
-    m = len(masked)
     for s in range(steps):
       if not masked:
         break
@@ -64,7 +63,7 @@ def reference_decode(model, prompt, *, block_size, steps, strategy, threshold, m
       probs /= probs.sum(-1, keepdims=True)
       with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.nansum(np.where(probs > 0, probs * np.log(probs), 0.0), -1)
-      n_s = m // steps + (1 if s < m % steps else 0)
+      n_s = block_size // steps + (1 if s < block_size % steps else 0)  # every block alike, SPEC §4.3
       for i in _choose(strategy, masked, probs.max(-1), entropy, n_s, threshold, entropy_budget):
         x[start + i] = int(probs[i].argmax())
         step_map[start + i] = forwards

@@ -113,6 +113,44 @@ def test_hand_computed_step_map_and_tpf(sharp):
   assert rec["step_map"] == [0, 1, 1, 2, 2] and rec["num_forwards"] == 3
 
 
+def _spec_counts(prompt_len, block_size, steps, budget):
+  """Tokens each denoising forward fills under SPEC §4.3 with an exact-count strategy, written out by hand:
+  n_s = B // S (+1 in the first B % S steps) in every block, capped by what is still masked."""
+  counts = []
+  for start in range(prompt_len // block_size * block_size, prompt_len + budget, block_size):
+    left = block_size - max(prompt_len - start, 0)
+    for s in range(steps):
+      if left == 0:
+        break
+      took = min(block_size // steps + (1 if s < block_size % steps else 0), left)
+      counts.append(took)
+      left -= took
+  return counts
+
+
+# the issue-23 prompt [161, 28, 37] (161 folded into the tiny vocab) and every first-block fill of B 8
+B8_PROMPTS = [[161 % 128, 28, 37]] + [[40 + j for j in range(n)] for n in (1, 2, 4, 5, 6, 7, 8, 9, 14)]
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "low_confidence_static"])
+def test_partly_filled_first_block_follows_spec_schedule(sharp, strategy):
+  """B 8 / S 4: prompt [161, 28, 37] leaves 5 masked in its first block; SPEC (and the authors' decoders) fill
+  2, 2, 1 (3 forwards), not the 2, 1, 1, 1 of a schedule derived from the masked count. Budgets end on a block
+  boundary so every filled token is in the record."""
+  cfg, params, _, _ = sharp
+  dcfg = DecodeConfig(block_size=8, steps=4, strategy=strategy, greedy=True, max_new_tokens=24)
+  budgets = [16 + (-len(p)) % 8 for p in B8_PROMPTS]
+  records = Decoder(cfg, dcfg, batch_size=4).generate(params, B8_PROMPTS, max_new_tokens=budgets)
+  for prompt, budget, rec in zip(B8_PROMPTS, budgets, records):
+    counts = _spec_counts(len(prompt), 8, 4, budget)
+    got = [rec["step_map"].count(f) for f in range(max(rec["step_map"]) + 1)]
+    assert got == counts, (prompt, got, counts)
+    assert rec["num_forwards"] == len(counts)
+    if strategy == "sequential":
+      assert rec["step_map"] == sorted(rec["step_map"])
+  assert records[0]["num_forwards"] == 3 + 4 + 4  # 11 forwards, as the authors' decoders; 12 before the fix
+
+
 def test_no_recompile_after_warmup(sharp):
   cfg, params, _, _ = sharp
   dec = Decoder(cfg, DecodeConfig(block_size=4, greedy=True, max_new_tokens=8), batch_size=4, max_prompt_len=16)

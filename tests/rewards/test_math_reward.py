@@ -46,6 +46,15 @@ def test_ground_truth_uses_what_follows_hashes():
   ("90", "90^\\circ", True),
   ("50\\%", "50", True),
   ("25\\%", "0.25", True),
+  ("50", "50\\%", True),
+  ("50\\%", "0.5", True),
+  ("0.5", "0.5\\%", True),
+  ("50", "5000\\%", False),  # issue 23: 100 times the number, with a percent sign
+  ("0.5", "50\\%", False),
+  ("50\\%", "5000\\%", False),
+  ("50\\%", "5000", False),
+  ("50\\%", "0.005", False),
+  ("50", "0.5", False),
   ("5", "x = 5", True),
   ("-3", "-3.0", True),
   ("7", "8", False),
@@ -77,6 +86,8 @@ def test_normalize_and_exact_numbers():
   ("\\sqrt{3}", "\\boxed{\\sqrt{2}}", False),
   ("x^2", "\\boxed{x^3}", False),
   ("12", "The answer is 12.", False),
+  ("50", "\\boxed{5000\\%}", False),
+  ("50", "\\boxed{50\\%}", True),
 ])
 def test_judge_math(judge, truth, response, correct):
   result = judge.score([MathRecord("q", truth)], [response])[0]

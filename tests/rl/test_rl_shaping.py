@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lrl_jax.rl import shaping
+from lrl_jax.data import CodeRecord, MathRecord
+from lrl_jax.rl import rollout, shaping
 
 TOL = 1e-12
 
@@ -32,6 +33,19 @@ def test_accuracy_pass_rate_and_unnormalised():
   np.testing.assert_array_equal(shaping.accuracy_reward(group, rate, False), rate)
   binary = np.array([True, False, True, False, False])
   np.testing.assert_array_equal(shaping.accuracy_reward(group, binary, False), [1, -1, 1, -1, -1])
+
+
+def test_unnormalised_accuracy_of_math_and_code_as_the_judge_scores_them():
+  """The judge scores every response by a float pass rate; with acc_norm off, math (right or wrong) earns +1 / -1
+  and code its pass rate (SPEC §7.3), whatever the batch mixes."""
+  data = [MathRecord("q", "1"), MathRecord("q", "2"), CodeRecord("c", "function", test_list=("assert 1",)),
+          CodeRecord("c", "function", test_list=("assert 1",))]
+  group = np.array([0, 0, 1, 1])
+  pass_rate = np.array([1.0, 0.0, 0.25, 0.0])
+  cfg = shaping.ShapingConfig(acc_norm=False)
+  got = shaping.shape(group, pass_rate, np.array([1.0, 2.0, 1.0, 3.0]), cfg, rollout.graded(data)).acc_reward
+  np.testing.assert_array_equal(got, [1.0, -1.0, 0.25, 0.0])
+  np.testing.assert_array_equal(rollout.graded(data), [False, False, True, True])
 
 
 @pytest.mark.parametrize("value", [0.1, 0.7, 2.3, 5.1])

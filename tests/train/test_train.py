@@ -48,6 +48,17 @@ def test_two_step_run_of_each_config_family(tmp_path, warm, family):
   assert again["steps"] == 2 and len(open(tmp_path / "metrics.jsonl").readlines()) == 2
 
 
+def test_unnormalised_accuracy_reward_of_math_is_plus_or_minus_one(tmp_path, warm):
+  """rl.acc_norm=False: math responses earn +1 / -1 (SPEC §7.3), not the judge's 1.0 / 0.0 pass rate."""
+  config = shrink(load("lightningrl"))
+  config.rl.acc_norm = False
+  config.train.steps = 1
+  shutil.copytree(warm, tmp_path / "warmstart")
+  train.run(config, str(tmp_path))
+  first = json.loads(open(tmp_path / "metrics.jsonl").readline())
+  assert first["acc_reward_mean"] == pytest.approx(2 * first["correct_ratio"] - 1, abs=1e-12)
+
+
 def test_mistyped_override_suggests_the_key(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "lrl_jax.train", "--config", os.path.join(ROOT, "configs/test.py"),
                          "--workdir", str(tmp_path), "--config.rl.kl_bta=0.1"], capture_output=True, text=True)
