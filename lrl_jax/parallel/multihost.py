@@ -14,6 +14,7 @@ and TPU pods, where jax detects all three. A process whose peer dies stops withi
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import re
@@ -242,7 +243,16 @@ class HostSlices:
     self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
 
   def __getitem__(self, index) -> np.ndarray:
+    if isinstance(index, int):  # a layer of a stacked tensor: one compiled take per array shape, not per layer
+      return np.asarray(fetch(_take()(self._array, np.int32(index))))
     return np.asarray(fetch(self._array[index]))
+
+
+@functools.lru_cache(maxsize=None)
+def _take():
+  """x[i] along the first axis with i traced (compiled once per array shape and sharding)."""
+  import jax
+  return jax.jit(lambda x, i: jax.lax.dynamic_index_in_dim(x, i, keepdims=False))
 
 
 def host_slices(tree: Any) -> Any:
