@@ -94,7 +94,7 @@ def exact_number(text: str) -> tuple[Fraction, bool] | None:
 
 
 def fast_equal(truth: str, answer: str) -> bool | None:
-  """Decide equivalence without math-verify when possible: True/False, or None when math-verify must decide.
+  r"""Decide equivalence without math-verify when possible: True/False, or None when math-verify must decide.
 
   Percents: 50\% matches 50 and, the truth being a percent, 0.5; an answer of 5000\% never matches 50, nor 50\%
   0.5 (math-verify would accept both).
