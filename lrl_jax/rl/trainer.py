@@ -96,8 +96,8 @@ class Trainer:
     self.to_rollout = mesh_lib.to_rollout(cfg, shapes, self.mesh, jnp.dtype(self.decoder.dcfg.dtype))
     self._eval_decoder: Decoder | None = None  # one greedy engine for every eval threshold (θ is a call argument)
     self.step, self.start_eval, self.wall = 0, None, 0.0
-    # Called with a phase name at each phase boundary (PHASES): tests measure the live device bytes there against
-    # `plan`'s timeline (plan/timeline.py).
+    # Called with the phase's name at each boundary (reshard, rollout, logprobs, micro_grads, apply, eval/reshard,
+    # eval, save, export): tests read the live device bytes there against `plan`'s timeline (plan/timeline.py).
     self.on_phase: Callable[[str], None] | None = None
     self.checkpoints = Checkpoints(workdir, config.train.keep_last, config.train.keep_every)
     try:
