@@ -121,11 +121,15 @@ def orbax_to_hf_dir(ckpt_dir: str, out_dir: str, dtype=None, overwrite: bool = F
 
 
 def load_tokenizer(path: str):
-  """The tokenizer saved in a model directory, or None when it has none."""
+  """The tokenizer saved in a model directory, or None when it has none.
+
+  Never runs a checkpoint's remote code: the hub's SDAR directories name remote tokenizer classes in auto_map, and
+  transformers would otherwise ask on the terminal (and wait ~15 s); its own Qwen2 tokenizer reads their files.
+  """
   if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
     return None
   from transformers import AutoTokenizer
-  return AutoTokenizer.from_pretrained(path)
+  return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def load_params(path: str, cfg: ModelConfig | None = None, dtype=None) -> Any:
