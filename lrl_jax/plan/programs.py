@@ -112,8 +112,13 @@ def device_bytes(tree) -> int:
   total = 0
   for x in jax.tree.leaves(tree):
     shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
-    total += math.prod(shape) * x.dtype.itemsize  # PRNG key dtypes (the engine's slots) have one too
+    total += math.prod(shape) * itemsize(x.dtype)
   return total
+
+
+def itemsize(dtype) -> int:
+  """Bytes per element; extended dtypes carry their own (a PRNG key<fry> is 2 x uint32: 8)."""
+  return dtype.itemsize if jax.dtypes.issubdtype(dtype, jax.dtypes.extended) else jnp.dtype(dtype).itemsize
 
 
 def state_bytes(s: "Setup") -> dict[str, int]:
