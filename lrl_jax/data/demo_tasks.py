@@ -7,10 +7,11 @@ operand drops one filler word. `MIXED` (0) mixes difficulty 1 with a harder half
 (10-19) and a one-digit one. Its responses are 13-16 tokens with `<|im_end|>`, so each fits one block, and
 warm start and training rows stay 4 blocks long (README, "Demo results").
 
-`CHAIN` (5) is the miniature with the accuracy-parallelism trade-off: a story of 2-3 gains and losses whose
-solution writes each running total before using it ("3+4=7, 7-2=5, 5+9=14. \\boxed{14}"), so later numbers of a
-block depend on earlier ones; a decoder that fills them in one forward must add several operands at once. Prompts
-are 48 tokens too (filler words pad the story to 21) and responses 18-32 tokens with `<|im_end|>`: two blocks.
+`CHAIN` (5) is the miniature with the accuracy-parallelism trade-off: a story of 2-3 gains and losses (every total
+0-9) whose solution writes each running total before using it ("3+4=7, 7-2=5, 5+4=9. \\boxed{9}"), so later
+numbers of a block depend on earlier ones; a decoder that fills them in one forward must add several operands at
+once. Prompts are 48 tokens too (filler words pad the story to 21) and responses 19 or 25 tokens with `<|im_end|>`:
+two blocks.
 """
 
 from __future__ import annotations
@@ -83,15 +84,16 @@ def _two_steps(rng: random.Random, top: int) -> tuple[str, int, str]:
 
 
 def _chain(rng: random.Random) -> tuple[str, int, str]:
-  """A story of 2-3 one-digit gains ("gets", "finds") and losses ("gives away") from a one-digit start, padded
+  """A story of 2-3 gains ("gets", "finds") and losses ("gives away") whose running totals stay one-digit, padded
   with filler words to _CHAIN_WORDS tokens; the solution chains the running totals."""
   name, item = rng.choice(NAMES), rng.choice(ITEMS)
   total = rng.randint(2, 9)
   steps, clauses = [], []
   for k in range(rng.choice((2, 3))):
-    # at most two losses among three steps keeps the bare story within _CHAIN_WORDS tokens
-    lose = rng.random() < 0.4 and total >= 2 and not (k == 2 and all(op == "-" for _, op, _, _ in steps))
-    b = rng.randint(1, min(9, total)) if lose else rng.randint(1, 9)
+    # every total stays in 0..9; at most two losses among three steps keeps the bare story within _CHAIN_WORDS
+    two_lost = k == 2 and all(op == "-" for _, op, _, _ in steps)
+    lose = total == 9 or (total >= 1 and rng.random() < 0.4 and not two_lost)
+    b = rng.randint(1, total) if lose else rng.randint(1, 9 - total)
     new = total - b if lose else total + b
     steps.append((total, "-" if lose else "+", b, new))
     clauses.append([f"gives away {b}"] if lose else [f"{rng.choice(('gets', 'finds'))} {b}", " more"])
@@ -118,7 +120,7 @@ def _chain(rng: random.Random) -> tuple[str, int, str]:
 def make_task(rng: random.Random, difficulty: int) -> DemoTask:
   """One task at `difficulty` (1: + or - under 10; 2: +, -, * up to 20; 3: two steps; 4: mixed up to 99, with /;
   0 (MIXED): half difficulty 1, half + or - of a two-digit (10-19) and a one-digit operand; 5 (CHAIN): 2-3
-  chained one-digit gains and losses with the running totals written out)."""
+  chained gains and losses with one-digit running totals written out)."""
   if not 0 <= difficulty <= MAX_DIFFICULTY:
     raise ValueError(f"difficulty must be in 0..{MAX_DIFFICULTY} (0: mixed), got {difficulty}")
   top = _NUMBER_RANGE[max(difficulty, 1)]
