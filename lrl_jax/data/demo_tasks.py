@@ -9,9 +9,10 @@ warm start and training rows stay 4 blocks long (README, "Demo results").
 
 `CHAIN` (5) is the miniature with the accuracy-parallelism trade-off: a story of 2-3 gains and losses (every total
 0-9) whose solution writes each running total before using it ("3+4=7, 7-2=5, 5+4=9. \\boxed{9}"), so later
-numbers of a block depend on earlier ones; a decoder that fills them in one forward must add several operands at
-once. Prompts are 48 tokens too (filler words pad the story to 21) and responses 19 or 25 tokens with `<|im_end|>`:
-two blocks.
+numbers of a block depend on earlier ones, and boxes the answer in one of two forms, its value or the last step's
+sum ("\\boxed{5+4}"; the math judge accepts both): the box's tokens must agree on the form, which one forward
+filling them all at once from their marginals does not ensure. Prompts are 48 tokens too (filler words pad the
+story to 21) and responses 19-27 tokens with `<|im_end|>`: two blocks.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def _two_steps(rng: random.Random, top: int) -> tuple[str, int, str]:
           f"{a}*{b}={a * b}, {a * b}-{c}={total}")
 
 
-def _chain(rng: random.Random) -> tuple[str, int, str]:
+def _chain(rng: random.Random) -> tuple[str, int, str, str]:
   """A story of 2-3 gains ("gets", "finds") and losses ("gives away") whose running totals stay one-digit, padded
-  with filler words to _CHAIN_WORDS tokens; the solution chains the running totals."""
+  with filler words to _CHAIN_WORDS tokens; the solution chains the running totals and boxes either the answer or
+  the last step's sum (math-verify equates both with the answer): (question, answer, work, boxed)."""
   name, item = rng.choice(NAMES), rng.choice(ITEMS)
   total = rng.randint(2, 9)
   steps, clauses = [], []
@@ -114,7 +116,9 @@ def _chain(rng: random.Random) -> tuple[str, int, str]:
     c[0] += c[1]
   question = story(bag, ending)
   assert len(_WORD.findall(question)) == _CHAIN_WORDS, question
-  return question, total, ", ".join(f"{a}{op}{b}={c}" for a, op, b, c in steps)
+  a, op, b, _ = steps[-1]
+  boxed = f"{a}{op}{b}" if rng.random() < 0.5 else str(total)  # two written forms of one answer
+  return question, total, ", ".join(f"{a}{op}{b}={c}" for a, op, b, c in steps), boxed
 
 
 def make_task(rng: random.Random, difficulty: int) -> DemoTask:
@@ -129,7 +133,8 @@ def make_task(rng: random.Random, difficulty: int) -> DemoTask:
   elif difficulty in (MIXED, 1):
     question, answer, work = _one_step(rng, top, "+-")
   elif difficulty == CHAIN:
-    question, answer, work = _chain(rng)
+    question, answer, work, boxed = _chain(rng)
+    return DemoTask(question, str(answer), f"{work}. \\boxed{{{boxed}}}")
   elif difficulty == 2:
     question, answer, work = _one_step(rng, top, "+-*")
   elif difficulty == 3 or rng.random() < 0.5:

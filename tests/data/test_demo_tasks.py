@@ -20,7 +20,11 @@ def test_answers_are_exact_and_solutions_check_out(difficulty):
   for task in make_tasks(200, difficulty, seed=difficulty):
     record = record_from_dict(task.to_dict(), "demo")
     assert int(record.ground_truth_answer) >= 0
-    assert last_boxed(task.solution) == task.ground_truth_answer
+    boxed = last_boxed(task.solution)  # CHAIN may box the last step's sum instead of its value
+    if difficulty == 5 and not boxed.isdigit():
+      a, op, b = re.fullmatch(r"(\d)([-+])(\d)", boxed).groups()
+      boxed = str(int(a) + int(b) if op == "+" else int(a) - int(b))
+    assert boxed == task.ground_truth_answer
     for step in re.findall(r"(\d+)([-+*/])(\d+)=(\d+)", task.solution):
       a, op, b, c = int(step[0]), step[1], int(step[2]), int(step[3])
       assert {"+": a + b, "-": a - b, "*": a * b, "/": a // b if a % b == 0 else None}[op] == c
@@ -80,9 +84,9 @@ def test_chain_solutions_carry_each_running_total_into_the_next_step():
   from lrl_jax.data.demo_tasks import CHAIN
   tasks = make_tasks(2000, CHAIN, seed=5)
   counts = {2: 0, 3: 0}
-  losses = 0
+  losses = sums = 0
   for task in tasks:
-    body, boxed = re.fullmatch(r"(.*)\. \\boxed\{(\d+)\}", task.solution).groups()
+    body, boxed = re.fullmatch(r"(.*)\. \\boxed\{(\d(?:[-+]\d)?)\}", task.solution).groups()
     steps = [re.fullmatch(r"(\d+)([-+])(\d)=(\d+)", s).groups() for s in body.split(", ")]
     counts[len(steps)] += 1
     story = re.findall(r"(gets|finds|gives away) (\d)", task.question)
@@ -94,8 +98,28 @@ def test_chain_solutions_carry_each_running_total_into_the_next_step():
       total = total - int(b) if op == "-" else total + int(b)
       assert int(c) == total and 0 <= total <= 9
       losses += op == "-"
-    assert boxed == task.ground_truth_answer == str(total) == last_boxed(task.solution)
+    assert boxed in (task.ground_truth_answer, "".join(steps[-1][:3])) and task.ground_truth_answer == str(total)
+    sums += boxed != task.ground_truth_answer
   assert 0.4 < counts[2] / len(tasks) < 0.6 and 0.2 < losses / (2 * counts[2] + 3 * counts[3]) < 0.5
+  assert 0.45 < sums / len(tasks) < 0.55  # the two forms of the box, half each
+
+
+def test_chain_answers_pass_the_math_judge_in_either_form_and_mixed_forms_fail():
+  """Both boxed forms are correct for the project's judge; a box that mixes the forms' tokens is not."""
+  from lrl_jax.data.demo_tasks import CHAIN
+  from lrl_jax.rewards import Judge, JudgeConfig
+  tasks = make_tasks(40, CHAIN, seed=8)
+  records = [record_from_dict(t.to_dict(), "demo") for t in tasks]
+  mixed = []
+  for task in tasks:  # the sum form's first token, then the value form's close: its first operand, never the answer
+    a = re.findall(r"(\d)[-+]\d=\d", task.solution)[-1]
+    mixed.append(task.solution.rsplit("\\boxed", 1)[0] + f"\\boxed{{{a}}}")
+  judge = Judge(JudgeConfig(workers=1))
+  try:
+    assert all(r["correct"] for r in judge.score(records, [t.solution for t in tasks]))
+    assert not any(r["correct"] for r in judge.score(records, mixed))
+  finally:
+    judge.close()
 
 
 def test_chain_prompts_are_three_blocks_and_each_first_block_holds_two_dependent_totals():
@@ -116,4 +140,4 @@ def test_chain_prompts_are_three_blocks_and_each_first_block_holds_two_dependent
     # token index of the end of the first two totals: both inside the first block of 16
     ends = [len("".join(pieces[:i + 1])) for i in range(len(pieces))]
     assert ends.index(first) < ends.index(second) < 16
-  assert lengths == {19, 25}  # two blocks of 16 (2 or 3 steps)
+  assert lengths == {19, 21, 25, 27}  # two blocks of 16 (2 or 3 steps, either box)
