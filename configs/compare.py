@@ -24,6 +24,9 @@ VARIANTS = (
     ("joint_norm", DEMO, f"{SPEC} rl.reward_norm=joint"),
     ("no_tpf_filter", DEMO, f"{SPEC} rl.filter_tpf_threshold=0.0"),
     ("resample", DEMO, f"{SPEC} rl.resample_filtered=True"),
+    # The authors' optimizer: a fresh AdamW every RL step, its warmup from rate 0 over 10 updates; 8 updates per
+    # step of 8 kept responses each (at most), so a full step's updates run at 0, 0.1, ..., 0.7 x lr.
+    ("optimizer_reset", DEMO, f"{SPEC} optim.reset_per_step=True optim.warmup_steps=10 train.sequences_per_update=8"),
 )
 
 

@@ -89,6 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict(dict(lr=1e-6, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=10,
                                            max_grad_norm=1.0))
+  c.optim.reset_per_step = False  # the authors' fresh AdamW (warmup from rate 0) every RL step (rl/optim.py)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100
@@ -332,6 +333,11 @@ def check_optim(c) -> None:
   _float(c, "optim.weight_decay", 0.0)
   _int(c, "optim.warmup_steps", 0)
   _float(c, "optim.max_grad_norm", 0.0, low_open=True)
+  per_update = c.train.sequences_per_update or c.rollout.num_prompts * c.rollout.num_responses
+  if c.optim.reset_per_step and c.optim.warmup_steps and per_update >= c.rollout.num_prompts * c.rollout.num_responses:
+    _fail("optim.reset_per_step", f"with one optimizer update per RL step (train.sequences_per_update="
+          f"{c.train.sequences_per_update}) every update runs at warmup rate 0; set train.sequences_per_update below "
+          f"the {c.rollout.num_prompts * c.rollout.num_responses} responses of a step, or optim.warmup_steps=0")
 
 
 def check_train(c) -> None:

@@ -48,6 +48,7 @@ BAD = [
   ("rollout.stop_ids", "2,x", "config.rollout.stop_ids: '2,x' must be comma-separated integers"),
   ("rollout.stop_ids", "2,999", "config.rollout.stop_ids: stop id 999 is outside the vocabulary (size 128)"),
   ("algorithm", "bogus", "config.algorithm: must be one of ('lightningrl', 'grpo', 'grpo_traj'), got 'bogus'"),
+  ("optim.reset_per_step", True, "config.optim.reset_per_step: with one optimizer update per RL step"),
   ("train.micro_batch_rows", 0, "config.train.micro_batch_rows: must be >= 1, got 0"),
   ("train.checkpoint_every", 0, "config.train.checkpoint_every: must be >= 1, got 0"),
   ("train.row_len_bucket", 6, "config.train.row_len_bucket: 6 must be a multiple of the training block size (4)"),

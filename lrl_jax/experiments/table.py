@@ -81,6 +81,7 @@ def frontier_figure(result: Mapping) -> Figure:
   for i, row in enumerate(result["rows"]):
     color = f"C{i % 10}"
     curves = np.asarray([v["points"] for v in row["per_seed"].values()])  # [seeds, thresholds, (tpf, acc)]
+    curves = curves[:, np.argsort(curves[..., 0].mean(0))]  # by TPF: the headline threshold may come first
     mean = curves.mean(0)
     std = curves.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
     ax.errorbar(mean[:, 0], mean[:, 1], xerr=std[:, 0], yerr=std[:, 1], color=color, marker="o", ms=4, capsize=2,

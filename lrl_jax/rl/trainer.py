@@ -81,7 +81,8 @@ class Trainer:
     self.p_shard = mesh_lib.param_shardings(cfg, shapes, self.mesh)
     self.o_shard = mesh_lib.opt_state_shardings(self.optimizer, shapes, self.p_shard, self.mesh)
     self.params = multihost.put(params, self.p_shard)
-    self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.o_shard)(self.params)
+    self.init_opt = jax.jit(self.optimizer.init, out_shardings=self.o_shard)
+    self.opt_state = self.init_opt(self.params)
     # The KL reference: its own buffers in the compute dtype (the forward casts params to it anyway, so its
     # log-probs are unchanged), sharded like the policy: half the f32 bytes per device in a bf16 run.
     compute = jnp.dtype(config.model.dtype)
@@ -346,6 +347,8 @@ class Trainer:
     self._phase("logprobs")
 
     t3 = time.perf_counter()
+    if self.config.optim.reset_per_step:  # the authors' fresh AdamW every RL step (rl/optim.py)
+      self.opt_state = self.init_opt(self.params)
     per_update, norms = [], []
     for idx, total, count in zip(updates, totals, counts):
       grads, aux = self._gradients(batch_lib.micro_batches(rows, idx, micro, self.loss_cfg, logp_old, logp_ref, total,

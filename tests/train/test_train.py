@@ -59,6 +59,23 @@ def test_unnormalised_accuracy_reward_of_math_is_plus_or_minus_one(tmp_path, war
   assert first["acc_reward_mean"] == pytest.approx(2 * first["correct_ratio"] - 1, abs=1e-12)
 
 
+def test_reset_per_step_restarts_the_warmup_every_step_and_summary_keeps_every_threshold(tmp_path, warm):
+  """optim.reset_per_step: each RL step's two updates run at 0 and 1/10 of lr (a persistent state would reach
+  3/10 by step 2); summary.json holds the start and final point of every threshold of eval.thresholds."""
+  config = shrink(load("lightningrl"))
+  config.optim.update(reset_per_step=True, warmup_steps=10)
+  config.train.sequences_per_update = 4  # 2 prompts x 4 responses: two updates per step
+  config.eval.thresholds = (0.05, 0.5, 0.9)
+  shutil.copytree(warm, tmp_path / "warmstart")
+  summary = train.run(config, str(tmp_path))
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [m["updates"] for m in lines] == [2.0, 2.0]
+  assert [m["lr"] for m in lines] == pytest.approx([0.1 * config.optim.lr] * 2, rel=1e-6)
+  for policy in ("start", "final"):
+    assert [p["threshold"] for p in summary[policy]["points"]] == [0.05, 0.5, 0.9]
+    assert all({"accuracy", "tpf"} <= set(p) for p in summary[policy]["points"])
+
+
 def test_mistyped_override_suggests_the_key(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "lrl_jax.train", "--config", os.path.join(ROOT, "configs/test.py"),
                          "--workdir", str(tmp_path), "--config.rl.kl_bta=0.1"], capture_output=True, text=True)
