@@ -241,9 +241,12 @@ def run(args) -> int:
   if unknown:
     raise UserError(f"--engines: unknown engine {unknown[0]!r}; choose from {sorted(runners)}")
   runs = {name: [] for name in args.engines}
-  for _ in range(args.repeats):  # round-robin, so a slow spell of the machine is shared by every engine
+  for i in range(args.repeats):  # round-robin, so a slow spell of the machine is shared by every engine
     for name in args.engines:
       runs[name].append(runners[name]())
+      r = runs[name][-1]
+      print(f"round {i + 1}: {name} {r['seconds']:.2f} s, {r['tokens'] / r['seconds']:.1f} tokens/s, "
+            f"{r['calls']} forwards", flush=True)
   results = {name: median_run(r) for name, r in runs.items()}
   needed = results["engine"]["busy"] if "engine" in results else None  # slot-forwards the workload needs
   for r in results.values():
