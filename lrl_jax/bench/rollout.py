@@ -13,6 +13,7 @@ compiles it:
            max_new_tokens per batch); only each request's own budget counts as useful tokens;
   engine   continuous batching: `--batch` slots refilled as sequences finish, each with its own budget;
   fused    the engine with commit fusion (one call commits block k and takes block k+1's first step);
+  engine_xla  the engine with the XLA page walk whatever `--attn_impl` says (on a GPU: the walk against the kernel);
   torch    the PyTorch reference loop (`bench/torch_decode.py`) on static batches like `static`;
   dense    an independent dense static loop (`bench/dense_loop.py`): fixed batches of `--batch`, a dense KV cache,
            each batch runs until every row stopped (the pre-engine decoder); its records must equal the engine's.
@@ -236,6 +237,8 @@ def run(args) -> int:
              "engine": lambda: run_engine(cfg, dcfg, params, prompts, budget, args),
              "fused": lambda: run_engine(cfg, dcfg, params, prompts, budget, args, fuse=True),
              "torch": lambda: run_torch(cfg, dcfg, params, prompts, budget, args),
+             "engine_xla": lambda: run_engine(cfg, dataclasses.replace(dcfg, attn_impl="xla"), params, prompts, budget,
+                                              args),
              "dense": lambda: run_dense(cfg, dcfg, params, prompts, args)}
   unknown = [e for e in args.engines if e not in runners]
   if unknown:
@@ -270,8 +273,9 @@ def run(args) -> int:
     same = results["engine"]["records"] == results["fused"]["records"]
     print(f"commit fusion: {results['fused']['calls']} model calls vs {results['engine']['calls']} "
           f"({1 - results['fused']['calls'] / max(results['engine']['calls'], 1):.1%} fewer), records identical: {same}")
-  if "engine" in results and "dense" in results:
-    print(f"records identical (engine, dense): {results['engine']['records'] == results['dense']['records']}")
+  for name in ("engine", "engine_xla"):
+    if name in results and "dense" in results:
+      print(f"records identical ({name}, dense): {results[name]['records'] == results['dense']['records']}")
   if not stop_mode:
     small, large = forward_ms(cfg, dcfg, params, 256), forward_ms(cfg, dcfg, params, 8192)
     print(f"denoising forward, batch 8, 64 cached positions: {small:.2f} ms at 256-token slots, {large:.2f} ms at "
@@ -282,7 +286,7 @@ def run(args) -> int:
             f"{floor:.2f} ms; forward / floor: {small / floor:.2f}x")
   tps = {name: r["tokens"] / r["seconds"] for name, r in results.items()}
   for base in ("static", "torch", "dense"):
-    for name in ("engine", "fused"):
+    for name in ("engine", "engine_xla", "fused"):
       if base in tps and name in tps:
         print(f"{name} / {base} tokens/s: {tps[name] / tps[base]:.2f}x")
   return 0
