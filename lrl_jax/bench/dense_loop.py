@@ -4,8 +4,9 @@ pre-engine decoder worked): a fixed batch, a dense KV cache per row, the batch r
 Each batch is one compiled call: a prefill forward writes every row's complete prompt blocks into its cache, then
 per block denoising forwards (all rows, until no running row has a mask) and one commit forward (rows that go on).
 Sequences draw from the same per-request streams as the engine (key = fold_in(key(seed), request index), step t of
-a sequence from fold_in(key, t)), so records equal the engine's. A row's cache is one page of `length` positions,
-read whole by every forward, as a dense cache is.
+a sequence from fold_in(key, t)), so records equal the engine's. A row's cache is contiguous ([layers, b, n, ...]);
+forwards read it in runs of `CHUNK` positions up to the batch's longest row (the page walk over a row's own
+consecutive runs), a stronger baseline than the old engine, which attended over all n positions every forward.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from lrl_jax.decode.config import DecodeConfig
 from lrl_jax.decode.scheduler import make_record
 from lrl_jax.model import PagedKV, forward, logits
 from lrl_jax.model.config import ModelConfig
+
+CHUNK = 32  # cache positions per step of the read (the engine's default walk: 8 pages of a 4-token block)
 
 
 class BatchOut(NamedTuple):
@@ -62,8 +65,9 @@ def decode_batch(params, tokens, prompt_len, end, keys, active, *, cfg: ModelCon
   positions [prompt_len, end)), keys [b], active [b] (padding rows never run)."""
   b, n = tokens.shape
   bs, mask_id, dtype = dcfg.block_size, cfg.mask_token_id, jnp.dtype(dcfg.dtype)
-  cache_shape = (cfg.num_layers, b, n, cfg.num_kv_heads, cfg.head_dim)
-  table = jnp.arange(b, dtype=jnp.int32)[:, None]  # row r's cache is page r, all n positions
+  runs = -(-n // CHUNK)
+  cache_shape = (cfg.num_layers, b, runs * CHUNK, cfg.num_kv_heads, cfg.head_dim)
+  table = jnp.arange(b * runs, dtype=jnp.int32).reshape(b, runs)  # row r's positions: runs r*runs.. in order
   fwd = functools.partial(forward, params, cfg, mode="block", block_size=bs, dtype=dtype, attn_impl="xla",
                           prefix_chunk=1)
   stop_ids = jnp.asarray(dcfg.stop_ids or (-1,), jnp.int32)
@@ -86,7 +90,8 @@ def decode_batch(params, tokens, prompt_len, end, keys, active, *, cfg: ModelCon
   first = (prompt_len // bs) * bs
 
   def call(ck, cv, blk, blk_pos, cur, return_kv):
-    return fwd(blk, blk_pos, prefix=PagedKV(ck, cv, table, cur), return_kv=return_kv)
+    as_runs = lambda c: c.reshape(c.shape[0], b * runs, CHUNK, *c.shape[3:])  # the same buffer, in runs
+    return fwd(blk, blk_pos, prefix=PagedKV(as_runs(ck), as_runs(cv), table, cur), return_kv=return_kv)
 
   def denoise(state):
     tok, sm, lp, ck, cv, cur, run, masked, n0, step, nf, fw, busy, tail = state
