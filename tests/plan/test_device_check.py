@@ -34,7 +34,4 @@ def test_device_check_tiny(tmp_path):
 
 def test_device_check_bad_argument():
   proc = subprocess.run(["bash", "launch/device_check.sh", "--fast"], cwd=ROOT, capture_output=True, text=True)
-  stop = checks["bench_stop"]
-  assert stop["status"] == "ok" and stop["tail"][-1].startswith("engine_xla / dense tokens/s"), stop["tail"]
-  assert any(line.startswith("records identical (engine, dense): True") for line in stop["tail"]), stop["tail"]
   assert proc.returncode == 2 and proc.stderr.strip() == "error: --fast: unknown argument (use --tiny, --out FILE)"
