@@ -4,7 +4,10 @@
 #   2. parity         the model against transformers' Qwen3 (tests/model/test_parity.py), JAX on the device
 #   3. kernels        the Pallas kernels against the XLA path (their test files), on the device
 #   4. bench_rollout  python -m lrl_jax.bench rollout --preset=sdar-8b (per-forward ms against the HBM floor)
-#   5. bench_train    python -m lrl_jax.bench train at SDAR-1.7B shape (tokens/s, MFU)
+#   5. bench_stop     python -m lrl_jax.bench rollout --lengths=stop at SDAR-1.7B shape, block 4: the engine with the
+#                     Triton paged kernel, the engine with the XLA page walk, and the dense static loop (ms per
+#                     forward, tokens/s, tail share): does the GPU forward cost more than a dense one?
+#   6. bench_train    python -m lrl_jax.bench train at SDAR-1.7B shape (tokens/s, MFU)
 #
 #   launch/device_check.sh [--tiny] [--out FILE]
 #
@@ -48,6 +51,8 @@ if [[ "$TINY" == 1 ]]; then
   KERNEL_SELECT=(-k "test_pallas_kernel_matches_xla_path")
   ROLLOUT=(--preset=cpu-small --requests=8 --batch=4 --prompt_len=16 --block_size=8 --max_new_tokens=32 --median=12
            --forwards_per_call=8 --engines=static,engine)
+  STOP=(--preset=cpu-small --layers=1 --requests=8 --batch=4 --prompt_len=16 --block_size=4 --max_new_tokens=32
+        --stop_tokens=200 --forwards_per_call=8)
   TRAIN=(--preset=cpu-small --rows=2 --seq=64 --steps=1 --dtype=float32 --no_torch)
 else
   export JAX_PLATFORMS=${JAX_PLATFORMS:-cuda,cpu}  # the conftest's CPU default must not win on the device
@@ -55,6 +60,8 @@ else
   PARITY_SELECT=()
   KERNEL_SELECT=()
   ROLLOUT=(--preset=sdar-8b)
+  STOP=(--preset=sdar-1.7b --requests=128 --batch=32 --prompt_len=40 --block_size=4 --max_new_tokens=256
+        --stop_tokens=3000)
   TRAIN=(--preset=sdar-1.7b --rows=8 --seq=2048 --steps=3 --dtype=bfloat16 --remat=full --no_torch)
 fi
 
@@ -84,6 +91,7 @@ if [[ -n "$KERNEL_TESTS" ]]; then
   check kernels 90 "$PY" -m pytest -o addopts=-q -x -p no:cacheprovider $KERNEL_TESTS "${KERNEL_SELECT[@]}"
 fi
 check bench_rollout 150 "$PY" -m lrl_jax.bench rollout "${ROLLOUT[@]}"
+check bench_stop 240 "$PY" -m lrl_jax.bench rollout --lengths=stop --engines=engine,engine_xla,dense "${STOP[@]}"
 check bench_train 120 "$PY" -m lrl_jax.bench train "${TRAIN[@]}"
 
 "$PY" - "$WORK" "$RESULTS" "$TINY" "${NAMES[@]}" <<'PYEOF'

@@ -48,6 +48,12 @@ class RunStats:
     return self.busy / max(self.rows, 1)
 
 
+@jax.jit
+def stream_keys(base: jax.Array, streams: jax.Array) -> jax.Array:
+  """Each sequence's key [R]: its stream id [R] folded into the run's base key (one compiled program per R)."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, streams)
+
+
 def next_pow2(n: int) -> int:
   return 1 << max(0, int(n) - 1).bit_length()
 
@@ -147,7 +153,7 @@ class Scheduler:
       rows = np.full((n,), self.total, np.int32)
       ones = np.ones((n,), np.int32)
       slots = self._admit_rows(slots, rows, np.zeros((n, self.shape.buffer_len), np.int32), ones, ones,
-                               jax.random.split(jax.random.key(0), n))
+                               stream_keys(jax.random.key(0), jnp.zeros((n,), jnp.uint32)))
       jax.block_until_ready(self.programs.read_rows(slots, jnp.asarray(rows), shape=self.shape))
       n *= 2
     slots, pool = self.programs.release(slots, pool, jnp.zeros((self.total,), bool))
@@ -255,7 +261,7 @@ class Scheduler:
     for i, (slot, req) in enumerate(chosen):
       rows[i], prompt_len[i], end[i], streams[i] = slot, len(req.prompt), len(req.prompt) + req.max_new_tokens, req.stream
       tokens[i, :len(req.prompt)] = req.prompt
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(streams))
+    keys = stream_keys(base, jnp.asarray(streams))
     return self._admit_rows(slots, rows, tokens, prompt_len, end, keys)
 
   def _preempt(self, slots, pool, queue, live: "_Live", shard: int):

@@ -1,7 +1,12 @@
 """The continuous-batching engine: reference equality with fewer slots than prompts, invariance to slot, order and
-neighbours, preemption under a small page pool, page accounting, per-request budgets, commit fusion, compiles."""
+neighbours, preemption under a small page pool, page accounting, per-request budgets, commit fusion, compiles, and
+the CPU bench program's in-place pool."""
+
+import math
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -160,3 +165,38 @@ def test_one_engine_serves_every_threshold_and_holds_nothing_between_calls(sharp
   after = jax.live_arrays()
   assert (len(after), sum(x.nbytes for x in after)) == (len(live), sum(x.nbytes for x in live))
   del live, after
+
+
+def _bench_engine_program(pool_tokens=None):
+  """The engine program the CPU rollout bench runs (cpu-small, block 4, 32 slots, prompts up to 40 + 512 new tokens,
+  sampling with stop ids), compiled for the widest page-table bucket; with its pool (a ShapeDtypeStruct)."""
+  from lrl_jax.bench import shapes
+  from lrl_jax.decode import slots as slots_lib
+  from lrl_jax.model import init_params
+
+  cfg = shapes.preset_config("cpu-small", 4)
+  sch = Decoder(cfg, DecodeConfig(block_size=4, max_new_tokens=512, stop_ids=(4000,)), batch_size=32,
+                max_prompt_len=40, pool_tokens=pool_tokens).scheduler
+  params = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0), jnp.float32))
+  slots, pool = jax.eval_shape(lambda: (slots_lib.init_slots(sch.shape),
+                                        slots_lib.init_pool(cfg, sch.shape, jnp.float32)))
+  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
+  compiled = sch.programs.run.lower(params, slots, pool, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32),
+                                    cfg=cfg, dcfg=sch.dcfg.compiled(), shape=sch.shape,
+                                    bucket=sch.shape.max_pages).compile()
+  return compiled, pool, cfg
+
+
+def test_engine_compiled_for_cpu_copies_no_layer_of_the_pool():
+  """The CPU engine reads pages in place and writes each window's keys/values in place: no instruction makes an
+  array as large as one layer's keys except the in-place scatters, and (with a pool 8x every slot full, so that
+  one layer dwarfs the weights' and sampler's temporaries) its temporaries stay below a quarter of one layer."""
+  compiled, pool, cfg = _bench_engine_program()
+  layer = pool.k.size // cfg.num_layers
+  made = re.findall(r"= f32\[([\d,]+)\]\{[\d,]*\} ([\w-]+)\((?:[^\n]*?calls=%([\w.-]+))?", compiled.as_text())
+  large = {(op, callee.split(".")[0]) for shape, op, callee in made if math.prod(map(int, shape.split(","))) >= layer}
+  assert large <= {("fusion", "wrapped_scatter_computation"), ("scatter", ""), ("bitcast", ""), ("parameter", ""),
+                   ("get-tuple-element", "")}, large
+  compiled, pool, cfg = _bench_engine_program(pool_tokens=8 * 32 * 552)
+  layer_bytes = pool.k.size // cfg.num_layers * 4
+  assert compiled.memory_analysis().temp_size_in_bytes < layer_bytes / 4
