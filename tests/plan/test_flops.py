@@ -67,3 +67,28 @@ def test_search_finds_the_largest_multiple_that_fits(limit, expected):
   assert found.value == expected
   assert len(calls) <= 4  # the smallest first, then a binary search over 8..56
   assert all((v <= limit) == (outcome == "fits") for v, outcome in found.tried)
+
+
+def test_response_lengths_against_scipy_and_sampling():
+  """plan --response_tokens: the log-normal's mean blocks per response (capped) against 10^6 numpy draws, and the
+  typical longest of n responses against scipy's quantile."""
+  import numpy as np
+  from scipy import stats
+
+  from lrl_jax.plan.programs import ResponseLengths
+
+  r = ResponseLengths(400.0, 0.8)
+  draws = np.minimum(8192, np.random.default_rng(0).lognormal(np.log(400.0), 0.8, 1_000_000))
+  assert r.mean_blocks(32, 8192) == pytest.approx(np.ceil(draws / 32).mean(), rel=2e-3)
+  want = stats.lognorm(0.8, scale=400.0).ppf(1 - 1 / 4097)
+  assert r.longest(4096, 8192) == int(np.ceil(want))
+  assert r.longest(10**9, 8192) == 8192  # capped
+
+
+def test_bad_response_tokens_is_one_error_line():
+  from lrl_jax.plan.command import PlanError, parse_response_tokens
+
+  assert parse_response_tokens("") is None and parse_response_tokens("350,0.8") == (350.0, 0.8)
+  for bad in ("350", "a,b", "-1,0.5", "350,-1", "1,2,3"):
+    with pytest.raises(PlanError, match="--response_tokens"):
+      parse_response_tokens(bad)
