@@ -83,7 +83,7 @@ def test_tpu_fits_with_sharded_params(tmp_path):
   assert phases["micro_grads"]["after"] == phases["accumulate"]["held"]
   assert phases["apply"]["after"] == phases["judge"]["held"] == phases["save"]["held"]
   # the rollout params are held through the rollout (and the eval sweep) and freed at its end
-  assert phases["rollout"]["held"] - phases["judge"]["held"] == programs["rollout/reshard"]["output"] > 0
+  assert phases["rollout"]["held"] - phases["judge"]["held"] == programs["rollout/reshard"]["held"] > 0
   assert phases["rollout"]["after"] == phases["judge"]["held"]
   assert max(r["peak"] for r in phases.values()) <= plan["budget_bytes"]
   assert "fits on v5e:2x2" in proc.stdout and "largest peak: " in proc.stdout
@@ -155,9 +155,18 @@ def test_every_program_compiles_for_eight_tpu_chips():
   proc = run_plan(*TINY, f"--target={target}", "--config.mesh.data=1", "--config.mesh.fsdp=8",
                   "--config.rollout.batch_size=16", "--nosearch", "--noflops")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-  for program in ("rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads", "accumulate", "apply"):
-    assert any(line.startswith(program) and " yes " in line for line in proc.stdout.splitlines()), program
+  lines = proc.stdout.splitlines()
+  for program in ("rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads", "accumulate", "apply",
+                  "eval/engine"):
+    assert any(line.startswith(program) and "error" not in line for line in lines), program
+  for phase in ("reshard", "rollout", "logprobs", "micro_grads", "accumulate", "apply", "eval θ=0.05"):
+    assert any(line.startswith(phase + " ") and line.endswith(" yes") for line in lines), phase
   assert f"fits on {target}" in proc.stdout
+
+
+def plan_thresholds() -> tuple:
+  import runpy
+  return tuple(runpy.run_path(os.path.join(ROOT, "configs", "lightningrl.py"))["get_config"]().eval.thresholds)
 
 
 def test_paper_config_at_sdar_1_7b_fits_on_h100x8(tmp_path):
@@ -170,9 +179,10 @@ def test_paper_config_at_sdar_1_7b_fits_on_h100x8(tmp_path):
                   "--noflops", f"--json={path}")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   plan = json.loads(path.read_text())
-  assert plan["fits"] and all(p["fits"] and p["error"] is None for p in plan["programs"])
+  assert plan["fits"] and all(p["error"] is None for p in plan["programs"])
+  assert all(r["fits"] for r in plan["timeline"]) and len(plan["timeline"]) == 10 + len(plan_thresholds())
   assert [p["name"] for p in plan["programs"]] == ["rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads",
-                                                   "accumulate", "apply"]
+                                                   "accumulate", "apply", "eval/engine"]
   is_leaf = lambda x: isinstance(x, tuple)
   cfg = shapes.preset_config("sdar-1.7b", 32)
   f32_bytes = 4 * sum(math.prod(s) for s in jax.tree.leaves(param_shapes(cfg), is_leaf=is_leaf))
