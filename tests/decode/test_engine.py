@@ -127,14 +127,19 @@ def test_pool_too_small_for_a_prompt_names_the_setting(sharp):
     _decoder(cfg, dcfg, pool_tokens=8).generate(params, [[5] * 12])
 
 
+def _warmed(cfg, params, dcfg, slots):
+  """A warmed-up Decoder, its jitted engine programs and their compiled-executable counts after warm-up."""
+  dec = _decoder(cfg, dcfg, slots=slots)
+  dec.warm_up(params)
+  compiled = dec.scheduler.programs[2:]
+  return dec, compiled, [p._cache_size() for p in compiled]
+
+
 def test_no_recompile_after_warm_up(sharp):
   """After warm_up, runs over mixed prompt lengths, budgets and batch fillings compile nothing new."""
   cfg, params, _ = sharp
   dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=12, threshold=0.7)
-  dec = _decoder(cfg, dcfg, slots=4)
-  dec.warm_up(params)
-  compiled = dec.scheduler.programs[2:]
-  before = [p._cache_size() for p in compiled]
+  dec, compiled, before = _warmed(cfg, params, dcfg, slots=4)
   for prompts, budgets in ((PROMPTS, None), (PROMPTS[:1], [3]), ([[9] * 16, [4]], [12, 1]), ([[6] * 5] * 7, None)):
     dec.generate(params, prompts, seed=len(prompts), max_new_tokens=budgets)
   assert [p._cache_size() for p in compiled] == before
@@ -146,10 +151,7 @@ def test_one_engine_serves_every_threshold_and_holds_nothing_between_calls(sharp
   run equal to the reference decoder at that θ; between calls no engine buffer stays on the device."""
   cfg, params, model = sharp
   dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=12, threshold=0.9)
-  dec = _decoder(cfg, dcfg, slots=3)
-  dec.warm_up(params)
-  compiled = dec.scheduler.programs[2:]
-  before = [p._cache_size() for p in compiled]
+  dec, compiled, before = _warmed(cfg, params, dcfg, slots=3)
   live = jax.live_arrays()
   step_maps = set()
   for th in (0.9, 0.5, 0.1):
