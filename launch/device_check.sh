@@ -41,13 +41,12 @@ if compgen -G ".wheels/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/lrl_site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-KERNEL_TESTS=$(ls tests/model/test_paged_attention.py tests/model/test_*pallas*.py tests/model/test_*splash*.py \
-  tests/model/test_flash*.py 2>/dev/null | tr '\n' ' ')
+KERNEL_TESTS=$(ls tests/kernels/test_*.py 2>/dev/null | tr '\n' ' ')
 if [[ "$TINY" == 1 ]]; then
   export JAX_PLATFORMS=cpu
   SCALE=3  # time limits x3: a loaded CPU instead of a GPU
   PARITY_SELECT=(-k "test_causal_parity and untied")  # one test of each file: the suite runs the rest on CPU
-  KERNEL_TESTS=tests/model/test_paged_attention.py
+  KERNEL_TESTS=tests/kernels/test_paged_triton.py
   KERNEL_SELECT=(-k "test_pallas_kernel_matches_xla_path")
   ROLLOUT=(--preset=cpu-small --requests=8 --batch=4 --prompt_len=16 --block_size=8 --max_new_tokens=32 --median=12
            --forwards_per_call=8 --engines=static,engine)

@@ -7,7 +7,6 @@ tokens; the same prompt and stream give the same record whatever slot, neighbour
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Iterable, Iterator, Sequence
 
 from lrl_jax.decode import programs, scheduler, slots as slots_lib
@@ -55,8 +54,6 @@ class Decoder:
                max_prompt_len: int = 512, pool_tokens: int | None = None, page_size: int | None = None,
                fuse: bool = False, forwards_per_call: int = 64, mesh=None, keep_state: bool = False):
     dcfg.validate().check_model(cfg.block_size, cfg.mask_token_id, cfg.vocab_size)
-    if dcfg.attn_impl == "pallas":
-      importlib.import_module("lrl_jax.model.pallas_paged")
     mesh = mesh or programs.default_mesh()
     dcfg = dcfg.for_platform(attention.platform_of(mesh.devices.flat))  # the paged kernel on GPU and TPU
     self.cfg, self.dcfg, self.batch_size, self.tokenizer = cfg, dcfg, batch_size, tokenizer

@@ -1,66 +1,55 @@
-"""Grouped-query attention over a mask rule from `masks`: the backends the model calls by name (`BACKENDS`).
+"""Where the model calls attention: backend names (configs, flags) resolved in the static table of `lrl_jax.kernels`.
 
-"xla": dense scores, optionally chunked over queries (live scores [batch, heads, chunk, keys]); "flash": key-chunked
-online softmax with a custom VJP (`flash.py`, memory linear in length, any backend); kernels register themselves
-on import ("pallas" decode kernel, "pallas_flash" Triton and "pallas_tpu_flash" Mosaic training kernels). Scores and
-softmax are float32. `training_backend` picks the training attention from the platform of the mesh's devices: the
-Triton kernel on GPUs, the Mosaic kernel on TPUs, dense "xla" on CPUs (small rows), "flash" elsewhere. TPUs do not use
+Full-sequence attention (`backend`): "xla" dense scores, optionally chunked over queries; "flash" the key-chunked
+online softmax with a custom VJP (memory linear in length, any device); "pallas_flash" the Triton and
+"pallas_tpu_flash" the Mosaic training kernels. `training_backend` picks one from the platform of the mesh's
+devices: Triton on GPUs, Mosaic on TPUs, dense "xla" on CPUs (small rows), "flash" elsewhere. TPUs do not use
 splash attention: its masks are static in index space, while each row's noisy window start makes the SPEC §3 mask
 data-dependent; the Mosaic kernel instead skips tiles by a per-row table computed from the token metadata.
+Decoding calls (`paged_attend`): the call's own window plus its paged prefix, read by the XLA page walk or, with
+"pallas", by the kernel of the platform the program is lowered for (Mosaic on TPU, else Triton, interpreted on CPU).
 """
 
 from __future__ import annotations
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 
-from lrl_jax.model import flash, masks
+from lrl_jax.kernels import masks, paged_xla
+from lrl_jax.kernels.table import KERNELS
 
-_NEG = -1e30
-
-
-def _attend_dense(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None):
-  """q [b, t, h, d], k/v [b, s, kh, d] → [b, t, h, d]."""
-  b, t, h, d = q.shape
-  kh = k.shape[2]
-  qg = q.reshape(b, t, kh, h // kh, d)
-  scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
-  allow = masks.allowed(q_tok, k_tok, mode, block_size)[:, None, None]
-  scores = jnp.where(allow, scores, _NEG)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
-  return out.reshape(b, t, h, d).astype(q.dtype)
+BACKENDS = {"xla": ("dense", "xla"), "flash": ("flash", "xla"), "pallas_flash": ("flash", "triton"),
+            "pallas_tpu_flash": ("flash", "mosaic")}  # name -> (op, platform) of full-sequence attention
+TRAINING_BACKENDS = {"gpu": "pallas_flash", "tpu": "pallas_tpu_flash", "cpu": "xla"}  # any other platform: "flash"
 
 
-def attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
-           q_chunk: int | None = None):
-  """Masked GQA; with `q_chunk` queries are processed chunk by chunk (the last chunk padded, any length works)."""
-  b, t, h, d = q.shape
-  if not q_chunk or q_chunk >= t:
-    return _attend_dense(q, k, v, q_tok, k_tok, mode, block_size)
-  n = -(-t // q_chunk)
-  qp = jnp.pad(q, ((0, 0), (0, n * q_chunk - t), (0, 0), (0, 0)))
-  qp_tok = flash.pad_tokens(q_tok, n * q_chunk)
-
-  def one(i):
-    start = i * q_chunk
-    qc = jax.lax.dynamic_slice_in_dim(qp, start, q_chunk, axis=1)
-    return _attend_dense(qc, k, v, qp_tok.slice(start, q_chunk), k_tok, mode, block_size)
-
-  chunks = jax.lax.map(jax.checkpoint(one), jnp.arange(n))  # [n, b, chunk, h, d]
-  return jnp.moveaxis(chunks, 0, 1).reshape(b, n * q_chunk, h, d)[:, :t]
+def backend(name: str):
+  """The full-sequence attention called `name`, with `dense_xla.attend`'s signature."""
+  if name not in BACKENDS:
+    raise ValueError(f"unknown attention backend {name!r}; expected one of {tuple(BACKENDS)}")
+  return KERNELS[BACKENDS[name]]
 
 
-BACKENDS = {"xla": attend, "flash": flash.flash_attend}
-TRAINING_KERNELS = {"gpu": ("lrl_jax.model.pallas_flash", "pallas_flash"),
-                    "tpu": ("lrl_jax.model.pallas_tpu_flash", "pallas_tpu_flash"), "cpu": (None, "xla")}
+def paged_attend(q, k, v, q_tok: masks.Tokens, pool_k, pool_v, page_table, length, mode: str,
+                 block_size: int | None, chunk_pages: int = 8, prefix_impl: str = "xla",
+                 layer: jax.Array | None = None) -> jax.Array:
+  """Decoding-call attention: own window [b, t] + the paged prefix of each row → [b, t, h, d] in q's dtype.
 
-
-def register_backend(name: str, fn) -> None:
-  """Add an attention implementation with `attend`'s signature (e.g. the Pallas decode kernel)."""
-  BACKENDS[name] = fn
+  Pools are every layer's [layers, pages, page, kh, d], read at `layer`, or one layer's [pages, page, kh, d] when
+  `layer` is None. Every path reads pages out of the whole pool: slicing one layer out would copy it (on a GPU, two
+  copies of a layer's pool per layer and forward). `prefix_impl="pallas"` picks the kernel at lowering, from the
+  platform compiled for; "xla" walks `chunk_pages` pages at a time.
+  """
+  if layer is None:
+    pool_k, pool_v, layer = pool_k[None], pool_v[None], 0
+  layer = jnp.asarray(layer, jnp.int32)
+  state = paged_xla.window_partial(q, k, v, q_tok, mode, block_size)
+  args = (state, q, pool_k, pool_v, page_table, length, layer)
+  if prefix_impl == "pallas":
+    state = jax.lax.platform_dependent(*args, tpu=KERNELS["paged", "mosaic"], default=KERNELS["paged", "triton"])
+  else:
+    state = KERNELS["paged", "xla"](*args, chunk_pages)
+  return paged_xla.finish(state, q.dtype)
 
 
 def platform_of(devices) -> str:
@@ -70,12 +59,9 @@ def platform_of(devices) -> str:
 
 
 def training_backend(devices) -> str:
-  """The training attention for a mesh on `devices`: its platform's kernel (registered on import), else "flash".
+  """The training attention for a mesh on `devices`: its platform's kernel, else "flash".
 
   Chosen from the devices the program is compiled for, not `jax.default_backend()`, so a deviceless compile for a
   GPU or TPU target from a CPU host takes that target's kernel.
   """
-  module, name = TRAINING_KERNELS.get(platform_of(devices), (None, "flash"))
-  if module is not None:
-    importlib.import_module(module)
-  return name
+  return TRAINING_BACKENDS.get(platform_of(devices), "flash")

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lrl_jax.model import masks
+from lrl_jax.kernels import masks
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.model.layers import KV, SDAR, PagedKV
 

@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrl_jax.model import attention, masks, paged_attention, remat as remat_lib
+from lrl_jax.kernels import masks
+from lrl_jax.model import attention, remat as remat_lib
 from lrl_jax.model.config import ModelConfig
 
 
@@ -111,10 +112,10 @@ class DecoderLayer(nn.Module):
     q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "head_dim"))
     k = nn.with_logical_constraint(k, ("batch", "seq", "kv_heads", "head_dim"))
     if prefix is None:
-      attn = attention.BACKENDS[self.attn_impl](q, k, v, q_tok, q_tok, self.mode, self.block_size, self.q_chunk)
+      attn = attention.backend(self.attn_impl)(q, k, v, q_tok, q_tok, self.mode, self.block_size, self.q_chunk)
     else:  # a decoding call: own window + the row's cached pages (attn_impl picks how the pages are read)
       impl = "pallas" if self.attn_impl == "pallas" else "xla"
-      attn = paged_attention.attend(q, k, v, q_tok, prefix.k, prefix.v, prefix.page_table, prefix.length, self.mode,
+      attn = attention.paged_attend(q, k, v, q_tok, prefix.k, prefix.v, prefix.page_table, prefix.length, self.mode,
                                     self.block_size, self.prefix_chunk, impl, layer=layer)
     attn = jnp.einsum("bthd,hde->bte", attn, weight("o_proj", (h, d, e), ("heads", "head_dim", "embed")))
     if cfg.attention_bias:

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrl_jax.model import masks
+from lrl_jax.kernels import masks
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.model.layers import SDAR
 

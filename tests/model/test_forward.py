@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lrl_jax.kernels import masks
+from lrl_jax.kernels.dense_xla import attend
 from lrl_jax.model import KV, PagedKV, forward, logits, param_axes, token_logprobs
-from lrl_jax.model.attention import attend
-from lrl_jax.model import masks
 
 
 def _tokens(cfg, shape, seed=0):

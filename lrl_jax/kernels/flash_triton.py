@@ -3,28 +3,22 @@
 Each program owns one (row, head, query tile) (forward, dq) or one (row, kv head, key tile) (dk/dv, looping over the
 G query heads sharing it). Masks are `masks.allowed` of the tiles' per-token vectors (positions, noisy/valid flags),
 never a dense matrix, and a tile pair the mask leaves empty is skipped (`lax.cond`). float32 running max / sum /
-accumulator; the forward saves the log-sum-exp, the backward recomputes probabilities from it. Under an active mesh
-the kernels run per shard (`shard_map` over the batch and head axes the activations are sharded on).
-Registered as the "pallas_flash" backend (compiled; tests call `pallas_flash_attend(..., interpret=True)` on CPU).
+accumulator (`softmax.fold`); the forward saves the log-sum-exp, the backward recomputes probabilities from it. The
+custom VJP and the per-shard run under a mesh are `pallas_vjp`'s. Compiled on GPUs; tests call
+`attend(..., interpret=True)` on CPU.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
-from jax.sharding import PartitionSpec as P
 
-from lrl_jax.model import attention, masks
-from lrl_jax.model.flash import pad_tokens
+from lrl_jax.kernels import masks, pallas_vjp, softmax
 
-_NEG = -1e30
 _PARAMS = pltriton.CompilerParams(num_warps=4, num_stages=2)
 
 
@@ -43,22 +37,16 @@ def _fwd_kernel(q_pos, q_flag, k_pos, k_flag, q_ref, k_ref, v_ref, o_ref, lse_re
     tile = pl.ds(j * tk, tk)
     allow = masks.allowed(q_tok, _tok(k_pos, k_flag, tile), mode, block_size)[0]  # [tq, tk]
 
-    def visit(carry):
-      acc, m, l = carry
-      s = jnp.where(allow, pltriton.dot(q, k_ref[tile, :], trans_b=True) * scale, _NEG)
-      m_new = jnp.maximum(m, s.max(axis=1))
-      p = jnp.where(allow, jnp.exp(s - m_new[:, None]), 0.0)
-      corr = jnp.exp(m - m_new)
+    def visit(state: softmax.Partial):
       v = v_ref[tile, :]
-      return corr[:, None] * acc + pltriton.dot(p.astype(v.dtype), v), m_new, corr * l + p.sum(axis=1)
+      s = pltriton.dot(q, k_ref[tile, :], trans_b=True) * scale
+      return softmax.fold(state, s, allow, lambda p: pltriton.dot(p.astype(v.dtype), v))
 
     return jax.lax.cond(jnp.max(allow.astype(jnp.int32)) > 0, visit, lambda c: c, carry)
 
-  init = (jnp.zeros((tq, d), jnp.float32), jnp.full((tq,), _NEG, jnp.float32), jnp.zeros((tq,), jnp.float32))
-  acc, m, l = jax.lax.fori_loop(0, k_ref.shape[0] // tk, body, init)
-  seen = l > 0
-  o_ref[...] = (acc / jnp.where(seen, l, 1.0)[:, None]).astype(o_ref.dtype)
-  lse_ref[...] = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), -_NEG)
+  state = jax.lax.fori_loop(0, k_ref.shape[0] // tk, body, softmax.empty((tq,), d))
+  o_ref[...] = softmax.normalized(state).astype(o_ref.dtype)
+  lse_ref[...] = softmax.log_sum_exp(state.m, state.l)
 
 
 def _probs(q, k, allow, lse, scale):
@@ -135,26 +123,34 @@ def _specs(s_pad, t_pad, d, g, tq, tk):
   }
 
 
-def _forward(q, k, v, meta, mode, block_size, tq, tk, interpret):
+def _meta(q_tok: masks.Tokens, k_tok: masks.Tokens, mode, block_size, tq, tk):
+  """(q_pos, q_flag, k_pos, k_flag), each [b, len] int32; flags: 1 valid, 2 noisy."""
+  del mode, block_size, tq, tk
+  flags = lambda tok: tok.valid.astype(jnp.int32) + 2 * tok.noisy.astype(jnp.int32)
+  return (q_tok.positions, flags(q_tok), k_tok.positions, flags(k_tok))
+
+
+def _forward(q, k, v, meta, st: pallas_vjp.Static):
   """q [b, h, t, d], k/v [b, kh, s, d], meta (q_pos, q_flag, k_pos, k_flag) -> (o [b, h, t, d], lse [b, h, t])."""
   b, h, t, d = q.shape
   s, g = k.shape[2], h // k.shape[1]
-  sp = _specs(s, t, d, g, tq, tk)
-  kernel = functools.partial(_fwd_kernel, mode=mode, block_size=block_size, tk=tk, scale=d ** -0.5)
+  sp = _specs(s, t, d, g, st.tq, st.tk)
+  kernel = functools.partial(_fwd_kernel, mode=st.mode, block_size=st.block_size, tk=st.tk, scale=d ** -0.5)
   return pl.pallas_call(
-      kernel, grid=(b, h, t // tq),
+      kernel, grid=(b, h, t // st.tq),
       in_specs=[sp["q_meta"], sp["q_meta"], sp["k_meta_all"], sp["k_meta_all"], sp["q_tile"], sp["kv_of_head"],
                 sp["kv_of_head"]],
       out_specs=[sp["q_tile"], sp["vec_tile"]],
       out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, t), jnp.float32)],
-      compiler_params=_PARAMS, interpret=interpret, name="train_flash_fwd",
+      compiler_params=_PARAMS, interpret=st.interpret, name="train_flash_fwd",
   )(*meta, q, k, v)
 
 
-def _backward(q, k, v, meta, o, lse, do, mode, block_size, tq, tk, interpret):
+def _backward(q, k, v, meta, o, lse, do, st: pallas_vjp.Static):
+  """(dq, dk, dv) of `_forward`'s output from the saved log-sum-exp: dk/dv by key tile, then dq by query tile."""
   b, h, t, d = q.shape
   kh, s = k.shape[1], k.shape[2]
-  g = h // kh
+  g, tq, tk, mode, block_size = h // kh, st.tq, st.tk, st.mode, st.block_size
   sp = _specs(s, t, d, g, tq, tk)
   delta = jnp.einsum("bhtd,bhtd->bht", do.astype(jnp.float32), o.astype(jnp.float32))
   scale = d ** -0.5
@@ -165,7 +161,7 @@ def _backward(q, k, v, meta, o, lse, do, mode, block_size, tq, tk, interpret):
                 sp["kv_tile"], sp["q_group"], sp["vec_group"], sp["vec_group"]],
       out_specs=[sp["kv_tile"], sp["kv_tile"]],
       out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-      compiler_params=_PARAMS, interpret=interpret, name="train_flash_dkdv",
+      compiler_params=_PARAMS, interpret=st.interpret, name="train_flash_dkdv",
   )(*meta, q, k, v, do, lse, delta)
   dq_kernel = functools.partial(_dq_kernel, mode=mode, block_size=block_size, tk=tk, scale=scale)
   dq = pl.pallas_call(
@@ -174,97 +170,19 @@ def _backward(q, k, v, meta, o, lse, do, mode, block_size, tq, tk, interpret):
                 sp["kv_of_head"], sp["q_tile"], sp["vec_tile"], sp["vec_tile"]],
       out_specs=sp["q_tile"],
       out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-      compiler_params=_PARAMS, interpret=interpret, name="train_flash_dq",
+      compiler_params=_PARAMS, interpret=st.interpret, name="train_flash_dq",
   )(*meta, q, k, v, do, lse, delta)
   return dq, dk, dv
 
 
-class _Static(NamedTuple):
-  """Static settings of one attention call: mask rule, tiles, interpreter, and the shard_map specs (None: no mesh)."""
-  mode: str
-  block_size: int | None
-  tq: int
-  tk: int
-  interpret: bool
-  act: P | None  # [b, heads, len, d] arrays and, without the last entry, [b, heads, len] vectors
-  tok: P | None  # [b, len] metadata
+KERNELS = pallas_vjp.FlashKernels(_meta, _forward, _backward)
 
 
-def _sharded(fn, st: _Static, in_specs, out_specs):
-  """fn per shard of the active mesh (shard_map over batch and heads), or fn itself without one."""
-  if st.act is None:
-    return fn
-  return jax.shard_map(fn, mesh=jax.sharding.get_abstract_mesh(), in_specs=in_specs, out_specs=out_specs,
-                       check_vma=False)
-
-
-def _fwd_sharded(q, k, v, meta, st: _Static):
-  vec = None if st.act is None else P(*st.act[:3])
-  fn = lambda q, k, v, meta: _forward(q, k, v, meta, st.mode, st.block_size, st.tq, st.tk, st.interpret)
-  o, lse = _sharded(fn, st, (st.act, st.act, st.act, (st.tok,) * 4), (st.act, vec))(q, k, v, meta)
-  return checkpoint_name(o, "attn_out"), checkpoint_name(lse, "attn_lse")
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _flash(q, k, v, meta, st: _Static):
-  return _fwd_sharded(q, k, v, meta, st)[0]
-
-
-def _flash_fwd(q, k, v, meta, st: _Static):
-  o, lse = _fwd_sharded(q, k, v, meta, st)
-  return o, (q, k, v, meta, o, lse)
-
-
-def _flash_bwd(st: _Static, res, do):
-  vec = None if st.act is None else P(*st.act[:3])
-  fn = lambda q, k, v, meta, o, lse, do: _backward(q, k, v, meta, o, lse, do, st.mode, st.block_size, st.tq, st.tk,
-                                                   st.interpret)
-  specs = (st.act, st.act, st.act, (st.tok,) * 4, st.act, vec, st.act)
-  return (*_sharded(fn, st, specs, (st.act,) * 3)(*res, do), None)
-
-
-_flash.defvjp(_flash_fwd, _flash_bwd)
-
-
-def _mesh_axes(names, size: int, mesh) -> tuple[str, ...] | None:
-  """Mesh axes the active logical rules map `names` to, kept while they divide `size` (None: none)."""
-  spec = nn.logical_to_mesh_axes(names)
-  axes = spec[0] if spec else None
-  axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-  kept, n = [], 1
-  for a in axes:
-    if size % (n * mesh.shape[a]) == 0:
-      kept.append(a)
-      n *= mesh.shape[a]
-  return tuple(kept) or None
-
-
-def pallas_flash_attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
-                        q_chunk: int | None = None, *, interpret: bool = False, q_tile: int = 64,
-                        k_tile: int = 64):
-  """`attention.attend` through the Triton kernels: q [b, t, h, d], k/v [b, s, kh, d] -> [b, t, h, d].
+def attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
+           q_chunk: int | None = None, *, interpret: bool = False, q_tile: int = 64, k_tile: int = 64):
+  """`dense_xla.attend` through the Triton kernels: q [b, t, h, d], k/v [b, s, kh, d] -> [b, t, h, d].
 
   Tiles are powers of two >= 16, as is head_dim. q_chunk is not needed (the kernel holds one tile pair at a time).
-  The output and log-sum-exp carry the remat names "attn_out" / "attn_lse" (`remat.py`).
   """
   del q_chunk
-  b, t, h, d = q.shape
-  s, kh = k.shape[1], k.shape[2]
-  t_pad, s_pad = -(-t // q_tile) * q_tile, -(-s // k_tile) * k_tile
-  q_tok, k_tok = pad_tokens(q_tok, t_pad), pad_tokens(k_tok, s_pad)
-  heads_first = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-  flags = lambda tok: tok.valid.astype(jnp.int32) + 2 * tok.noisy.astype(jnp.int32)
-  meta = (q_tok.positions, flags(q_tok), k_tok.positions, flags(k_tok))
-  act = tok = None
-  mesh = jax.sharding.get_abstract_mesh()
-  if not mesh.empty and mesh.size > 1:
-    batch = _mesh_axes(("batch",), b, mesh)
-    heads = _mesh_axes(("kv_heads",), kh, mesh)
-    heads = heads if heads and h % mesh.shape[heads[0]] == 0 else None
-    act, tok = P(batch, heads, None, None), P(batch, None)
-  st = _Static(mode, block_size, q_tile, k_tile, interpret, act, tok)
-  out = _flash(heads_first(q, t_pad), heads_first(k, s_pad), heads_first(v, s_pad), meta, st)
-  return out.transpose(0, 2, 1, 3)[:, :t]
-
-
-attention.register_backend("pallas_flash", pallas_flash_attend)
+  return pallas_vjp.attend(KERNELS, q, k, v, q_tok, k_tok, mode, block_size, q_tile, k_tile, interpret)

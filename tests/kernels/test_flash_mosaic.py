@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import tpu as pltpu
 
-from lrl_jax.model import attention, masks
-from lrl_jax.model import pallas_tpu_flash as ptf
-from lrl_jax.model.flash import pad_tokens
-from tests.model.test_flash import TOL, qkv, sees_a_key, training_layout
+from lrl_jax.kernels import dense_xla, flash_mosaic, masks
+from lrl_jax.kernels.masks import pad_tokens
+from lrl_jax.model import attention
+from tests.kernels.test_flash_xla import TOL, qkv, sees_a_key, training_layout
 from tests.optional import needs_libtpu
 
 BLOCK = 4
@@ -34,8 +34,8 @@ def test_values_and_gradients_match_dense_attention(mode, interpret, tiles):
     out, pull = jax.vjp(fn, q, k, v)
     return out, pull(cot)
 
-  out_d, g_d = out_and_grads(lambda q, k, v: attention.attend(q, k, v, tok, tok, mode, BLOCK))
-  out_k, g_k = jax.jit(lambda: out_and_grads(lambda q, k, v: ptf.pallas_tpu_flash_attend(
+  out_d, g_d = out_and_grads(lambda q, k, v: dense_xla.attend(q, k, v, tok, tok, mode, BLOCK))
+  out_k, g_k = jax.jit(lambda: out_and_grads(lambda q, k, v: flash_mosaic.attend(
       q, k, v, tok, tok, mode, BLOCK, interpret=interpret, q_tile=tiles[0], k_tile=tiles[1])))()
   assert np.abs(np.where(seen, out_d - out_k, 0.0)).max() <= TOL
   assert np.abs(np.where(seen, 0.0, out_k)).max() == 0.0
@@ -52,26 +52,26 @@ def test_kernel_mask_rule_equals_masks_allowed(mode):
   tok = masks.make_tokens(jnp.asarray(rng.integers(0, 24, (1, n))), jnp.asarray(rng.random((1, n)) < 0.8),
                           jnp.asarray(rng.random((1, n)) < 0.5))
   want = np.asarray(masks.allowed(tok, tok, mode, BLOCK)[0])
-  code = ptf._codes(tok, mode, BLOCK)[0]  # [1, n]
+  code = flash_mosaic._codes(tok, mode, BLOCK)[0]  # [1, n]
   assert 0 < want.sum() < want.size
-  np.testing.assert_array_equal(np.asarray(ptf._allowed(code.T, code, mode)), want)
-  np.testing.assert_array_equal(np.asarray(ptf._allowed(code, code.T, mode)), want.T)
-  np.testing.assert_array_equal(np.asarray(ptf._col(code)), np.asarray(code.T))
-  np.testing.assert_array_equal(np.asarray(ptf._row(code.T)), np.asarray(code))
+  np.testing.assert_array_equal(np.asarray(flash_mosaic._allowed(code.T, code, mode)), want)
+  np.testing.assert_array_equal(np.asarray(flash_mosaic._allowed(code, code.T, mode)), want.T)
+  np.testing.assert_array_equal(np.asarray(flash_mosaic._col(code)), np.asarray(code.T))
+  np.testing.assert_array_equal(np.asarray(flash_mosaic._row(code.T)), np.asarray(code))
 
 
 def test_tile_table_skips_empty_tiles_and_their_loads():
   tok = pad_tokens(training_layout(seed=4, length=40), 80)
   tq = tk = 8
-  state = np.asarray(ptf.tile_states(tok, tok, "block", BLOCK, tq, tk))  # [b, 10, 10]
+  state = np.asarray(flash_mosaic.tile_states(tok, tok, "block", BLOCK, tq, tk))  # [b, 10, 10]
   allow = np.asarray(masks.allowed(tok, tok, "block", BLOCK)).reshape(3, 10, tq, 10, tk)
-  want = np.where(allow.all((2, 4)), ptf.FULL, allow.any((2, 4)).astype(int))
+  want = np.where(allow.all((2, 4)), flash_mosaic.FULL, allow.any((2, 4)).astype(int))
   np.testing.assert_array_equal(state, want)
-  assert {ptf.EMPTY, ptf.PARTIAL, ptf.FULL} <= set(state.ravel().tolist())
-  assert (state == ptf.EMPTY).mean() > 0.4
-  table = np.asarray(ptf._with_fetch(jnp.asarray(state)))
+  assert {flash_mosaic.EMPTY, flash_mosaic.PARTIAL, flash_mosaic.FULL} <= set(state.ravel().tolist())
+  assert (state == flash_mosaic.EMPTY).mean() > 0.4
+  table = np.asarray(flash_mosaic._with_fetch(jnp.asarray(state)))
   np.testing.assert_array_equal(table & 3, state)
-  fetch, live = table >> 2, state > ptf.EMPTY
+  fetch, live = table >> 2, state > flash_mosaic.EMPTY
   j = np.broadcast_to(np.arange(10), state.shape)
   np.testing.assert_array_equal(fetch[live], j[live])  # live tiles load their own key tile
   for r in range(3):  # along the grid's (query tile, key tile) steps a new key tile is loaded only for a live step:
@@ -100,7 +100,7 @@ def test_forward_and_backward_compile_for_tpu_deviceless(monkeypatch):
 
   def loss(q, k, v, pos, noisy, valid):
     tok = masks.Tokens(pos, noisy, valid)
-    return attention.BACKENDS[impl](q, k, v, tok, tok, "block", BLOCK, None).astype(jnp.float32).sum()
+    return attention.backend(impl)(q, k, v, tok, tok, "block", BLOCK, None).astype(jnp.float32).sum()
 
   with mesh_lib.activate(mesh):
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(

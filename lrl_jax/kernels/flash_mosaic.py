@@ -5,8 +5,8 @@ masks do not apply. Instead XLA classifies every (row, query tile, key tile) pai
 full) and the table goes to the kernels by scalar prefetch: empty pairs are skipped and their key/value (or query)
 index map points at a tile that is fetched anyway, so they cost no DMA; partial pairs evaluate the mask from per-token
 codes (block id or position, noisy and valid flags); full pairs skip it. float32 running max / sum / accumulator; the
-forward saves the log-sum-exp, the backward (dk/dv, then dq) recomputes probabilities from it. Under an active mesh
-the kernels run per shard. Registered as "pallas_tpu_flash" (tests call it with `interpret=True` on CPU).
+forward saves the log-sum-exp, the backward (dk/dv, then dq) recomputes probabilities from it. The custom VJP and
+the per-shard run under a mesh are `pallas_vjp`'s. Compiled on TPUs; tests call `attend(..., interpret=True)` on CPU.
 """
 
 from __future__ import annotations
@@ -15,16 +15,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
-from jax.sharding import PartitionSpec as P
 
-from lrl_jax.model import attention, masks
-from lrl_jax.model.flash import pad_tokens
-from lrl_jax.model.pallas_flash import _mesh_axes, _sharded, _Static
+from lrl_jax.kernels import masks, pallas_vjp, softmax
+from lrl_jax.kernels.pallas_vjp import Static
+from lrl_jax.kernels.softmax import NEG
 
-_NEG = -1e30
 DEFAULT_TILE = 512
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _NN = (((1,), (0,)), ((), ()))  # a @ b
@@ -101,7 +98,7 @@ def _fwd_kernel(table, q_meta, k_meta, q_ref, k_ref, v_ref, o_ref, lse_ref, q_co
   @pl.when(j == 0)
   def _():
     q_col[...] = _col(q_meta[...])
-    m_sc[...] = jnp.full(m_sc.shape, _NEG, jnp.float32)
+    m_sc[...] = jnp.full(m_sc.shape, NEG, jnp.float32)
     l_sc[...] = jnp.zeros(l_sc.shape, jnp.float32)
     acc_sc[...] = jnp.zeros(acc_sc.shape, jnp.float32)
 
@@ -109,7 +106,7 @@ def _fwd_kernel(table, q_meta, k_meta, q_ref, k_ref, v_ref, o_ref, lse_ref, q_co
     s = _dot(q_ref[...], k_ref[...], _NT) * scale  # [tq, tk]
     if masked:
       allow = _allowed(q_col[...], k_meta[...], mode)
-      s = jnp.where(allow, s, _NEG)
+      s = jnp.where(allow, s, NEG)
     m_prev = m_sc[...]  # [tq, 1]
     m_new = jnp.maximum(m_prev, s.max(axis=1, keepdims=True))
     p = jnp.exp(s - m_new)
@@ -125,11 +122,9 @@ def _fwd_kernel(table, q_meta, k_meta, q_ref, k_ref, v_ref, o_ref, lse_ref, q_co
 
   @pl.when(j == pl.num_programs(3) - 1)
   def _():
-    l = l_sc[...]
-    seen = l > 0
-    safe = jnp.where(seen, l, 1.0)
-    o_ref[...] = (acc_sc[...] / safe).astype(o_ref.dtype)
-    lse_ref[...] = _row(jnp.where(seen, m_sc[...] + jnp.log(safe), -_NEG))
+    l = l_sc[...]  # [tq, 1]
+    o_ref[...] = (acc_sc[...] / jnp.where(l > 0, l, 1.0)).astype(o_ref.dtype)
+    lse_ref[...] = _row(softmax.log_sum_exp(m_sc[...], l))
 
 
 def _dkdv_kernel(table, q_meta, k_meta, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, k_col, dk_sc,
@@ -186,7 +181,7 @@ def _dq_kernel(table, q_meta, k_meta, q_ref, k_ref, v_ref, do_ref, lse_ref, delt
     dq_ref[...] = dq_sc[...].astype(dq_ref.dtype)
 
 
-def _call(kernel, grid, in_specs, out_specs, out_shape, scratch, st: _Static, name, args, flops):
+def _call(kernel, grid, in_specs, out_specs, out_shape, scratch, st: Static, name, args, flops):
   """pallas_call with the tile table (args[0]) prefetched to SMEM; the grid's first three axes are parallel, the
   rest (the accumulation) sequential."""
   head_dim = args[3].shape[-1]
@@ -214,7 +209,7 @@ def _row_specs(tq, tk, d, g):
   }
 
 
-def _forward(q, k, v, meta, st: _Static):
+def _forward(q, k, v, meta, st: Static):
   """q [b, h, t, d], k/v [b, kh, s, d], meta (q codes, k codes, states) -> (o [b, h, t, d], lse [b, h, t])."""
   b, h, t, d = q.shape
   s, g = k.shape[2], h // k.shape[1]
@@ -231,7 +226,8 @@ def _forward(q, k, v, meta, st: _Static):
   return o, lse.reshape(b, h, t)
 
 
-def _backward(q, k, v, meta, o, lse, do, st: _Static):
+def _backward(q, k, v, meta, o, lse, do, st: Static):
+  """(dq, dk, dv) of `_forward`'s output from the saved log-sum-exp: dk/dv by key tile, then dq by query tile."""
   b, h, t, d = q.shape
   kh, s = k.shape[1], k.shape[2]
   g, tq, tk = h // kh, st.tq, st.tk
@@ -263,62 +259,26 @@ def _backward(q, k, v, meta, o, lse, do, st: _Static):
   return dq, dk, dv
 
 
-def _fwd_sharded(q, k, v, meta, st: _Static):
-  vec = None if st.act is None else P(*st.act[:3])
-  o, lse = _sharded(lambda *a: _forward(*a, st), st, (st.act,) * 3 + ((st.tok,) * 3,), (st.act, vec))(q, k, v, meta)
-  return checkpoint_name(o, "attn_out"), checkpoint_name(lse, "attn_lse")
+def _meta(q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None, tq: int, tk: int):
+  """(q codes [b, 1, t], k codes [b, 1, s], tile states [b, t // tq, s // tk]) of padded tokens."""
+  return (_codes(q_tok, mode, block_size), _codes(k_tok, mode, block_size),
+          tile_states(q_tok, k_tok, mode, block_size, tq, tk))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _flash(q, k, v, meta, st: _Static):
-  return _fwd_sharded(q, k, v, meta, st)[0]
+KERNELS = pallas_vjp.FlashKernels(_meta, _forward, _backward)
 
 
-def _flash_fwd(q, k, v, meta, st: _Static):
-  o, lse = _fwd_sharded(q, k, v, meta, st)
-  return o, (q, k, v, meta, o, lse)
-
-
-def _flash_bwd(st: _Static, res, do):
-  vec = None if st.act is None else P(*st.act[:3])
-  specs = (st.act, st.act, st.act, (st.tok,) * 3, st.act, vec, st.act)
-  return (*_sharded(lambda *a: _backward(*a, st), st, specs, (st.act,) * 3)(*res, do), None)
-
-
-_flash.defvjp(_flash_fwd, _flash_bwd)
-
-
-def pallas_tpu_flash_attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
-                            q_chunk: int | None = None, *, interpret: bool | pltpu.InterpretParams = False,
-                            q_tile: int = DEFAULT_TILE,
-                            k_tile: int = DEFAULT_TILE):
-  """`attention.attend` through the Mosaic kernels: q [b, t, h, d], k/v [b, s, kh, d] -> [b, t, h, d].
+def attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
+           q_chunk: int | None = None, *, interpret: bool | pltpu.InterpretParams = False, q_tile: int = DEFAULT_TILE,
+           k_tile: int = DEFAULT_TILE):
+  """`dense_xla.attend` through the Mosaic kernels: q [b, t, h, d], k/v [b, s, kh, d] -> [b, t, h, d].
 
   Tiles are capped at the length rounded up to 128 (compiled tiles must be multiples of 128; interpret mode takes
-  any). q_chunk is not needed (the kernels hold one tile pair at a time). The output and log-sum-exp [b, h, t]
-  carry the remat names "attn_out" / "attn_lse" (`remat.py`).
+  any). q_chunk is not needed (the kernels hold one tile pair at a time).
   """
   del q_chunk
   if mode not in masks.MASK_MODES:
     raise ValueError(f"unknown mask mode {mode!r}; expected one of {masks.MASK_MODES}")
-  b, t, h, d = q.shape
-  s, kh = k.shape[1], k.shape[2]
+  t, s = q.shape[1], k.shape[1]
   tq, tk = min(q_tile, -(-t // 128) * 128), min(k_tile, -(-s // 128) * 128)
-  t_pad, s_pad = -(-t // tq) * tq, -(-s // tk) * tk
-  q_tok, k_tok = pad_tokens(q_tok, t_pad), pad_tokens(k_tok, s_pad)
-  heads_first = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-  meta = (_codes(q_tok, mode, block_size), _codes(k_tok, mode, block_size),
-          tile_states(q_tok, k_tok, mode, block_size, tq, tk))
-  act = tok = None
-  mesh = jax.sharding.get_abstract_mesh()
-  if not mesh.empty and mesh.size > 1:
-    batch = _mesh_axes(("batch",), b, mesh)
-    heads = _mesh_axes(("kv_heads",), kh, mesh)
-    heads = heads if heads and h % mesh.shape[heads[0]] == 0 else None
-    act, tok = P(batch, heads, None, None), P(batch, None, None)
-  st = _Static(mode, block_size, tq, tk, interpret, act, tok)
-  out = _flash(heads_first(q, t_pad), heads_first(k, s_pad), heads_first(v, s_pad), meta, st)
-  return out.transpose(0, 2, 1, 3)[:, :t]
-
-
-attention.register_backend("pallas_tpu_flash", pallas_tpu_flash_attend)
+  return pallas_vjp.attend(KERNELS, q, k, v, q_tok, k_tok, mode, block_size, tq, tk, interpret)

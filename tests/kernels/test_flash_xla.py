@@ -1,12 +1,13 @@
-"""Key-chunked flash attention (XLA, custom VJP) and padded query chunks against dense attention: fp32, 1e-5."""
+"""Key-chunked flash attention (XLA, custom VJP) against dense attention: fp32, 1e-5."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrl_jax.model import attention, masks
-from lrl_jax.model.flash import flash_attend
+from lrl_jax.kernels import dense_xla, masks
+from lrl_jax.kernels.flash_xla import attend as flash_attend
+from lrl_jax.model import attention
 from lrl_jax.rl import layout
 from tests.optional import needs_libtpu
 
@@ -54,7 +55,7 @@ def test_flash_values_and_gradients_match_dense(mode, q_chunk, k_chunk):
   def loss(fn, q, k, v):
     return jnp.sum(jnp.where(seen, fn(q, k, v) * cot, 0.0))
 
-  dense = lambda q, k, v: attention.attend(q, k, v, tok, tok, mode, block)
+  dense = lambda q, k, v: dense_xla.attend(q, k, v, tok, tok, mode, block)
   flash = lambda q, k, v: flash_attend(q, k, v, tok, tok, mode, block, q_chunk, k_chunk=k_chunk)
   out_d, out_f = dense(q, k, v), flash(q, k, v)
   assert np.abs(np.where(seen, out_d - out_f, 0.0)).max() <= TOL
@@ -73,21 +74,6 @@ def test_flash_bfloat16_close_to_float32():
   bf16 = flash_attend(*(x.astype(jnp.bfloat16) for x in (q, k, v)), tok, tok, "block", 4, 8)
   assert bf16.dtype == jnp.bfloat16
   assert np.abs(np.asarray(bf16.astype(jnp.float32) - f32))[seen].max() < 0.05
-
-
-def test_query_chunks_need_not_divide_the_length():
-  tok = training_layout(seed=3)
-  q, k, v, _ = qkv(tok)
-  assert q.shape[1] % 7
-  whole = attention.attend(q, k, v, tok, tok, "block", 4)
-  chunked = attention.attend(q, k, v, tok, tok, "block", 4, q_chunk=7)
-  assert np.abs(np.asarray(whole - chunked)).max() <= TOL
-
-
-def test_training_backend_follows_the_devices_platform():
-  assert attention.training_backend(jax.devices("cpu")) == "xla"
-  assert attention.training_backend([type("D", (), {"platform": "tpu"})()]) == "pallas_tpu_flash"
-  assert attention.platform_of([type("D", (), {"platform": "cuda"})()]) == "gpu"
 
 
 @needs_libtpu
@@ -109,7 +95,7 @@ def test_flash_compiles_for_tpu_deviceless(monkeypatch):
 
   def loss(q, k, v, pos, noisy, valid):
     tok = masks.Tokens(pos, noisy, valid)
-    return attention.BACKENDS[impl](q, k, v, tok, tok, "block", 32, 128).astype(jnp.float32).sum()
+    return attention.backend(impl)(q, k, v, tok, tok, "block", 32, 128).astype(jnp.float32).sum()
 
   with mesh_lib.activate(mesh):
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(

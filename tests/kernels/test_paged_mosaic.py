@@ -11,7 +11,9 @@ import pytest
 from jax.experimental.pallas import tpu as pltpu
 
 from lrl_jax.decode import DecodeConfig, Decoder
-from lrl_jax.model import masks, paged_attention as pa, pallas_paged, pallas_tpu_paged
+from lrl_jax.kernels import masks, paged_mosaic, paged_xla, table as kernel_table
+from lrl_jax.kernels.softmax import Partial
+from lrl_jax.model.attention import paged_attend
 from lrl_jax.weights import load_checkpoint, tiny
 from tests.optional import needs_libtpu
 
@@ -39,10 +41,10 @@ CASES = [(16, [18, 4, 0], [[3, 1, 7, 0, 11, 2, 2, 2], [2, 9, 0, 0, 0, 0, 0, 0], 
 
 def _kernel_out(q, k, v, tok, pk, pv, table, length):
   # layer 1 of two-layer pools (layer 0 holds the other pool's pages)
-  state = pallas_tpu_paged.prefix_partial(pa.window_partial(q, k, v, tok, "block", 4), q, jnp.stack([pv, pk]),
-                                          jnp.stack([pk, pv]), table, length, jnp.int32(1),
-                                          interpret=pltpu.InterpretParams())
-  return np.asarray(pa.finish(state, q.dtype), np.float32)
+  state = paged_mosaic.prefix_partial(paged_xla.window_partial(q, k, v, tok, "block", 4), q, jnp.stack([pv, pk]),
+                                      jnp.stack([pk, pv]), table, length, jnp.int32(1),
+                                      interpret=pltpu.InterpretParams())
+  return np.asarray(paged_xla.finish(state, q.dtype), np.float32)
 
 
 @pytest.mark.parametrize("page,length,table", CASES)
@@ -50,7 +52,7 @@ def test_interpreted_kernel_matches_xla_page_walk(page, length, table):
   """TPU interpret mode (DMAs and semaphores simulated, scratch NaN-filled until written) against the XLA walk."""
   for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
     q, k, v, pk, pv, table_, length_, tok = _inputs(page, length, table, 1, dtype)
-    want = np.asarray(pa.attend(q, k, v, tok, pk, pv, table_, length_, "block", 4, chunk_pages=2), np.float32)
+    want = np.asarray(paged_attend(q, k, v, tok, pk, pv, table_, length_, "block", 4, chunk_pages=2), np.float32)
     got = _kernel_out(q, k, v, tok, pk, pv, table_, length_)
     assert np.abs(got - want).max() <= tol, dtype
   # a wider page table (the bucket of a longer neighbour) changes nothing: the loop bound is the slot's own length
@@ -67,9 +69,9 @@ def test_engine_greedy_tokens_through_the_kernel(tmp_path, monkeypatch):
 
   def tpu_kernel(*args, **kw):
     calls.append(1)
-    return pallas_tpu_paged.prefix_partial(*args, interpret=True)
+    return paged_mosaic.prefix_partial(*args, interpret=True)
 
-  monkeypatch.setattr(pallas_paged, "prefix_partial", tpu_kernel)  # the CPU branch of paged_attention's dispatch
+  monkeypatch.setitem(kernel_table.KERNELS, ("paged", "triton"), tpu_kernel)  # the CPU branch of paged_attend
   run = lambda impl: Decoder(cfg, DecodeConfig(block_size=4, steps=2, threshold=0.5, greedy=True, max_new_tokens=10,
                                                attn_impl=impl), batch_size=2, max_prompt_len=12,
                              page_size=8).generate(params, prompts)
@@ -106,8 +108,8 @@ def test_kernel_compiles_for_tpu_deviceless(tpu_env):
 
   def call(q, pk, pv, table, length, layer):
     g = h // kh
-    empty = pa.Partial(jnp.zeros((b, t, kh, g, d)), jnp.full((b, t, kh, g), -1e30), jnp.zeros((b, t, kh, g)))
-    return pallas_tpu_paged.prefix_partial(empty, q, pk, pv, table, length, layer)
+    empty = Partial(jnp.zeros((b, t, kh, g, d)), jnp.full((b, t, kh, g), -1e30), jnp.zeros((b, t, kh, g)))
+    return paged_mosaic.prefix_partial(empty, q, pk, pv, table, length, layer)
 
   pool = rep((3, pages, page, kh, d), jnp.bfloat16)  # every layer's pages, read at `layer`
   text = jax.jit(call).lower(rep((b, t, h, d), jnp.bfloat16), pool, pool, rep((b, n), jnp.int32),

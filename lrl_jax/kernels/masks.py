@@ -2,6 +2,7 @@
 
 Every query/key carries its position id, whether it belongs to the noisy copy, and whether it is real (not padding).
 `allowed` evaluates the rule for any [queries] × [keys] tile, so attention backends can build masks chunk by chunk.
+It lives with the kernels, which evaluate it per tile; the model builds `Tokens` and hands them down.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def make_tokens(positions: jax.Array, valid: jax.Array | None = None, noisy: jax
   valid = jnp.ones(positions.shape, bool) if valid is None else valid.astype(bool)
   noisy = jnp.zeros(positions.shape, bool) if noisy is None else noisy.astype(bool)
   return Tokens(positions.astype(jnp.int32), noisy, valid)
+
+
+def pad_tokens(tok: Tokens, length: int) -> Tokens:
+  """Metadata padded on the right to `length` with invalid, clean tokens at position 0 (whole tiles for a kernel)."""
+  extra = length - tok.positions.shape[1]
+  return jax.tree.map(lambda a: jnp.pad(a, ((0, 0), (0, extra))), tok)
 
 
 def cache_tokens(q: Tokens, length: int) -> Tokens:

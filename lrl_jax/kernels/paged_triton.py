@@ -3,8 +3,9 @@
 One program per (row, kv head) holds the G = heads/kv_heads query heads of the call's t queries as [t*G, d] rows
 (GQA packing: one page read serves all G heads). It walks pages 0 .. ceil(length/page)-1 of its row, reading each
 page id from the page table, with an online softmax (float32 max/sum/accumulator), so a row costs what it holds,
-not what the pool or the page-table bucket could hold. It returns the unnormalised state (acc, max, sum), which
-`paged_attention` merges with the call's own-window attention. Forward only (decoding). On CPU it runs interpreted.
+not what the pool or the page-table bucket could hold. Its unnormalised state (acc, max, sum) is merged into the
+caller's (the call's own window, `paged_xla.window_partial`) by `softmax.combine`. Forward only (decoding). On CPU it
+runs interpreted.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from lrl_jax.model.paged_attention import Partial
+from lrl_jax.kernels import softmax
+from lrl_jax.kernels.softmax import Partial
 
-_NEG = -1e30
 _MIN_ROWS = 16  # Triton's smallest dot operand dimension
 
 
@@ -31,27 +32,21 @@ def _kernel(length_ref, layer_ref, table_ref, q_ref, k_ref, v_ref, acc_ref, m_re
   layer = layer_ref[()]
   h = pl.program_id(1)
 
-  def body(i, carry):
-    acc, m, l = carry
+  def body(i, state: Partial):
     pid = table_ref[i]
     k = k_ref[layer, pid, :, h, :].astype(jnp.float32)  # [page, d]
     v = v_ref[layer, pid, :, h, :].astype(jnp.float32)
     slot = i * page + jnp.arange(page)
     allow = (slot < length)[None, :]
-    s = jnp.where(allow, pltriton.dot(q, k, trans_b=True), _NEG)
-    m_new = jnp.maximum(m, s.max(axis=1))
-    p = jnp.where(allow, jnp.exp(s - m_new[:, None]), 0.0)
-    corr = jnp.exp(m - m_new)
-    return corr[:, None] * acc + pltriton.dot(p, v), m_new, corr * l + p.sum(axis=1)
+    return softmax.fold(state, pltriton.dot(q, k, trans_b=True), allow, lambda p: pltriton.dot(p, v))
 
-  init = (jnp.zeros((rows, d), jnp.float32), jnp.full((rows,), _NEG, jnp.float32), jnp.zeros((rows,), jnp.float32))
-  acc, m, l = jax.lax.fori_loop(0, (length + page - 1) // page, body, init)
-  acc_ref[...], m_ref[...], l_ref[...] = acc, m, l
+  state = jax.lax.fori_loop(0, (length + page - 1) // page, body, softmax.empty((rows,), d))
+  acc_ref[...], m_ref[...], l_ref[...] = state
 
 
 def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer, *,
                    interpret: bool | None = None) -> Partial:
-  """`paged_attention.prefix_partial` through the kernel: q [b, t, h, d], pools [layers, pages, page, kh, d] read
+  """`paged_xla.prefix_partial` through the kernel: q [b, t, h, d], pools [layers, pages, page, kh, d] read
   at `layer` (a scalar: no layer is sliced out, which would copy it), page_table [b, n] int32, length [b] int32 →
   state merged with every row's cached positions."""
   if interpret is None:
@@ -81,7 +76,4 @@ def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer,
   )(length.astype(jnp.int32), jnp.reshape(layer, (1,)).astype(jnp.int32), page_table.astype(jnp.int32), qp, pool_k,
     pool_v)
   unpack = lambda a: a[:, :, :t * g].reshape(b, kh, t, g, *a.shape[3:]).swapaxes(1, 2)  # [b, t, kh, g, ...]
-  acc, m, l = unpack(acc), unpack(m), unpack(l)
-  top = jnp.maximum(state.m, m)
-  ca, cb = jnp.exp(state.m - top), jnp.exp(m - top)
-  return Partial(ca[..., None] * state.acc + cb[..., None] * acc, top, ca * state.l + cb * l)
+  return softmax.combine(state, Partial(unpack(acc), unpack(m), unpack(l)))

@@ -16,16 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from lrl_jax.model import masks
+from lrl_jax.kernels import masks, softmax
+from lrl_jax.kernels.softmax import NEG
 
-_NEG = -1e30  # masked score; finite so that a tile of masked scores never yields inf - inf
 DEFAULT_TILE = 512
-
-
-def pad_tokens(tok: masks.Tokens, length: int) -> masks.Tokens:
-  """Metadata padded on the right to `length` with invalid, clean tokens at position 0."""
-  extra = length - tok.positions.shape[1]
-  return jax.tree.map(lambda a: jnp.pad(a, ((0, 0), (0, extra))), tok)
 
 
 def _pad_seq(x: jax.Array, length: int) -> jax.Array:
@@ -38,8 +32,12 @@ def _tile(x: jax.Array, i, size: int) -> jax.Array:
 
 def _scores(qc, kc, allow, scale):
   """qc [b, tq, kh, g, d], kc [b, tk, kh, d], allow [b, tq, tk] -> masked float32 scores [b, kh, g, tq, tk]."""
-  s = jnp.einsum("bqkgd,bskd->bkgqs", qc, kc, preferred_element_type=jnp.float32) * scale
-  return jnp.where(allow[:, None, None], s, _NEG)
+  return jnp.where(allow[:, None, None], _raw_scores(qc, kc, scale), NEG)
+
+
+def _raw_scores(qc, kc, scale):
+  """qc [b, tq, kh, g, d], kc [b, tk, kh, d] -> float32 scores [b, kh, g, tq, tk]."""
+  return jnp.einsum("bqkgd,bskd->bkgqs", qc, kc, preferred_element_type=jnp.float32) * scale
 
 
 def _forward(q, k, v, q_tok, k_tok, mode, block_size, tq, tk):
@@ -55,26 +53,17 @@ def _forward(q, k, v, q_tok, k_tok, mode, block_size, tq, tk):
       kt = k_tok.slice(j * tk, tk)
       allow = masks.allowed(qt, kt, mode, block_size)
 
-      def visit(carry):
-        acc, m, l = carry  # [b, kh, g, tq, d], [b, kh, g, tq] x 2
-        s = _scores(qc, _tile(k, j, tk), allow, scale)
-        m_new = jnp.maximum(m, s.max(axis=-1))
-        p = jnp.where(allow[:, None, None], jnp.exp(s - m_new[..., None]), 0.0)
-        corr = jnp.exp(m - m_new)
+      def visit(state: softmax.Partial):  # acc [b, kh, g, tq, d], m/l [b, kh, g, tq]
         vc = _tile(v, j, tk)
-        pv = jnp.einsum("bkgqs,bskd->bkgqd", p.astype(vc.dtype), vc, preferred_element_type=jnp.float32)
-        return corr[..., None] * acc + pv, m_new, corr * l + p.sum(axis=-1)
+        pv = lambda p: jnp.einsum("bkgqs,bskd->bkgqd", p.astype(vc.dtype), vc, preferred_element_type=jnp.float32)
+        return softmax.fold(state, _raw_scores(qc, _tile(k, j, tk), scale), allow[:, None, None], pv)
 
       return jax.lax.cond(allow.any(), visit, lambda c: c, carry), None
 
     step = jax.checkpoint(step, prevent_cse=False)  # see `_forward`'s note on autodiff
-    init = (jnp.zeros((b, kh, g, tq, d), jnp.float32), jnp.full((b, kh, g, tq), _NEG, jnp.float32),
-            jnp.zeros((b, kh, g, tq), jnp.float32))
-    (acc, m, l), _ = jax.lax.scan(step, init, jnp.arange(n_k))
-    seen = l > 0
-    out = acc / jnp.where(seen, l, 1.0)[..., None]
-    lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), -_NEG)  # -_NEG: no probability anywhere in bwd
-    return jnp.einsum("bkgqd->bqkgd", out).astype(q.dtype), lse
+    state, _ = jax.lax.scan(step, softmax.empty((b, kh, g, tq), d), jnp.arange(n_k))
+    out = jnp.einsum("bkgqd->bqkgd", softmax.normalized(state)).astype(q.dtype)
+    return out, softmax.log_sum_exp(state.m, state.l)
 
   # Autodiff normally stops at the custom VJP. Where a transformation inlines it (Flax's nn.scan partial-evaluates
   # its body, and partial evaluation drops custom_vjp rules), the checkpoints keep plain autodiff of these loops to
@@ -141,9 +130,9 @@ def _flash_bwd(mode, block_size, tq, tk, res, dout):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
-def flash_attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
-                 q_chunk: int | None = None, *, k_chunk: int | None = None):
-  """`attention.attend` with memory linear in length: q [b, t, h, d], k/v [b, s, kh, d] -> [b, t, h, d].
+def attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, block_size: int | None,
+           q_chunk: int | None = None, *, k_chunk: int | None = None):
+  """`dense_xla.attend` with memory linear in length: q [b, t, h, d], k/v [b, s, kh, d] -> [b, t, h, d].
 
   Query tiles of `q_chunk` (default 512) and key tiles of `k_chunk` (default: the query tile), each capped at the
   length; any t and s work (tiles are padded with invalid tokens, padded queries are dropped).
@@ -154,6 +143,6 @@ def flash_attend(q, k, v, q_tok: masks.Tokens, k_tok: masks.Tokens, mode: str, b
   tk = min(k_chunk or q_chunk or DEFAULT_TILE, s)
   t_pad, s_pad = -(-t // tq) * tq, -(-s // tk) * tk
   qg = _pad_seq(q, t_pad).reshape(b, t_pad, kh, h // kh, d)
-  out = _flash(qg, _pad_seq(k, s_pad), _pad_seq(v, s_pad), pad_tokens(q_tok, t_pad), pad_tokens(k_tok, s_pad),
-               mode, block_size, tq, tk)
+  out = _flash(qg, _pad_seq(k, s_pad), _pad_seq(v, s_pad), masks.pad_tokens(q_tok, t_pad),
+               masks.pad_tokens(k_tok, s_pad), mode, block_size, tq, tk)
   return out.reshape(b, t_pad, h, d)[:, :t]

@@ -1,11 +1,12 @@
 """Pallas TPU (Mosaic) paged-prefix attention: each slot's queries against only the KV pages its page table lists.
 
-The TPU twin of `pallas_paged.py` (same entry point, same unnormalised (acc, max, sum) result). One program per slot
+The TPU twin of `paged_triton.py` (same entry point, same unnormalised (acc, max, sum) result). One program per slot
 holds, for every kv head, the G = heads/kv_heads query heads of the call's t queries as [t*G, d] rows (GQA packing:
 one page read serves all G heads). Page table and lengths are scalar-prefetched into SMEM; the program walks steps of
 `per_step` pages up to ceil(length/page), copying each step's whole pages [page, kv_heads, d] from the pool in HBM
 into a double-buffered VMEM scratch (the next step's copy runs while this one computes), and folds them in with a
-float32 online softmax. A slot costs what it holds: neither the pool size nor the page-table width bounds the loop.
+float32 online softmax (the running max/sum kept lane-broadcast in VMEM, updated in place), merged into the caller's
+state by `softmax.combine`. A slot costs what it holds: neither the pool size nor the page-table width bounds the loop.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.sharding import PartitionSpec as P
 
-from lrl_jax.model.paged_attention import Partial, combine
+from lrl_jax.kernels.softmax import NEG, Partial, combine
 
-_NEG = -1e30
 _LANES = 128  # the running max/sum are kept broadcast over one vreg's lanes: [rows, 128]
 
 
@@ -54,7 +54,7 @@ def _kernel(length_ref, layer_ref, table_ref, q_ref, k_hbm, v_hbm, acc_ref, m_re
     return out
 
   acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
-  m_ref[...] = jnp.full(m_ref.shape, _NEG, jnp.float32)
+  m_ref[...] = jnp.full(m_ref.shape, NEG, jnp.float32)
   l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
 
   @pl.when(steps > 0)
@@ -79,7 +79,7 @@ def _kernel(length_ref, layer_ref, table_ref, q_ref, k_hbm, v_hbm, acc_ref, m_re
       k, v = _head_rows(k_buf.at[buf], h), _head_rows(v_buf.at[buf], h)  # [keys, d]
       q = q_ref[h].astype(k.dtype)  # MXU operands in the pool's dtype, float32 accumulation
       s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), precision=prec, preferred_element_type=jnp.float32)
-      s = jnp.where(allow, s, _NEG)  # [rows, keys]
+      s = jnp.where(allow, s, NEG)  # [rows, keys]
       m_prev = m_ref[h]  # [rows, 128]
       m_new = jnp.maximum(m_prev, s.max(axis=1, keepdims=True))
       p = jnp.where(allow, jnp.exp(s - m_new[:, :1]), 0.0)
@@ -139,7 +139,7 @@ def _manual(fn, kv_heads: int):
 
 
 def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer, *, interpret=False) -> Partial:
-  """`paged_attention.prefix_partial` through the Mosaic kernel: q [b, t, h, d], pools [layers, pages, page, kh, d]
+  """`paged_xla.prefix_partial` through the Mosaic kernel: q [b, t, h, d], pools [layers, pages, page, kh, d]
   read at `layer` (a scalar), page_table [b, n] int32, length [b] int32 → state merged with every slot's cached
   positions. `interpret`:
   False (compile for TPU), or True / `pltpu.InterpretParams()` to run it on CPU."""

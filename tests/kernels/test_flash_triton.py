@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrl_jax.model.flash import flash_attend
-from lrl_jax.model.pallas_flash import pallas_flash_attend
-from tests.model.test_flash import TOL, qkv, sees_a_key, training_layout
+from lrl_jax.kernels import flash_triton
+from lrl_jax.kernels.flash_xla import attend as flash_attend
+from tests.kernels.test_flash_xla import TOL, qkv, sees_a_key, training_layout
 from tests.optional import needs_cuda_plugin
 
 
@@ -17,7 +17,7 @@ def test_pallas_flash_matches_xla_flash_values_and_gradients(mode):
   q, k, v, cot = qkv(tok, dim=16)
   seen = jnp.asarray(sees_a_key(tok, mode, 4))[..., None, None]
   xla = lambda q, k, v: flash_attend(q, k, v, tok, tok, mode, 4, 16)
-  kernel = lambda q, k, v: pallas_flash_attend(q, k, v, tok, tok, mode, 4, interpret=True, q_tile=16, k_tile=16)
+  kernel = lambda q, k, v: flash_triton.attend(q, k, v, tok, tok, mode, 4, interpret=True, q_tile=16, k_tile=16)
   out_x, out_k = xla(q, k, v), jax.jit(kernel)(q, k, v)
   assert q.shape[1] % 16  # the kernels pad the layout to whole tiles
   assert np.abs(np.asarray(out_x - out_k)).max() <= TOL
@@ -28,13 +28,13 @@ def test_pallas_flash_matches_xla_flash_values_and_gradients(mode):
     assert float(jnp.abs(a - b).max()) <= TOL * max(1.0, float(jnp.abs(a).max()))
 
 
-
 @needs_cuda_plugin
 def test_pallas_flash_compiles_for_h100_deviceless():
   """Forward and backward lower through Triton for an H100 target from this CPU host, picked by the mesh platform."""
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from lrl_jax.model import attention, masks
+  from lrl_jax.kernels import masks
+  from lrl_jax.model import attention
   from lrl_jax.parallel import mesh as mesh_lib
   from lrl_jax.plan import targets
 
@@ -46,7 +46,7 @@ def test_pallas_flash_compiles_for_h100_deviceless():
 
   def loss(q, k, v, pos, noisy, valid):
     tok = masks.Tokens(pos, noisy, valid)
-    return attention.BACKENDS["pallas_flash"](q, k, v, tok, tok, "block", 32, None).astype(jnp.float32).sum()
+    return attention.backend("pallas_flash")(q, k, v, tok, tok, "block", 32, None).astype(jnp.float32).sum()
 
   with mesh_lib.activate(mesh):
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(
