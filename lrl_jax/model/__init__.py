@@ -1,4 +1,4 @@
-"""Pure-functional SDAR model: config, params, attention dispatch (kernels in `lrl_jax.kernels`) and the forward pass."""
+"""Pure-functional SDAR model: config, params, attention dispatch (kernels: `lrl_jax.kernels`), the forward pass."""
 
 from lrl_jax.model.config import ConfigError, ModelConfig, config_from_dict, load_config
 from lrl_jax.model.forward import ForwardOut, forward, gather, lm_head, logits, token_logprobs
