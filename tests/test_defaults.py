@@ -7,7 +7,7 @@ import pytest
 
 from lrl_jax import defaults
 from lrl_jax.model import remat
-from lrl_jax.rl import shaping
+from lrl_jax.rl import algorithms
 from tests.train.util import ROOT, load
 
 
@@ -25,7 +25,7 @@ def test_shipped_training_configs_validate(name):
 
 
 def test_choices_match_the_stages():
-  assert defaults.ALGORITHMS == shaping.ALGORITHMS
+  assert defaults.ALGORITHMS is algorithms.ALGORITHMS and tuple(algorithms.SETTINGS) == defaults.ALGORITHMS
   config = load("test")
   for name in remat.POLICIES:
     config.model.remat = name
