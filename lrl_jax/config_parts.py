@@ -11,7 +11,7 @@ import dataclasses
 
 from lrl_jax.checks import keyed
 from lrl_jax.decode.config import DecodeConfig
-from lrl_jax.rl.algorithms import settings
+from lrl_jax.rl import losses, shaping
 from lrl_jax.rl.losses import LossConfig
 from lrl_jax.rl.shaping import ShapingConfig
 
@@ -25,13 +25,13 @@ def _explicit(section, part) -> dict:
 def shaping_config(config) -> ShapingConfig:
   """config.algorithm's shaping settings (SPEC §7.5) with every value set in config.rl over them."""
   with keyed("rl."):
-    return ShapingConfig(**{**settings(config.algorithm).shaping, **_explicit(config.rl, ShapingConfig)})
+    return dataclasses.replace(shaping.for_algorithm(config.algorithm), **_explicit(config.rl, ShapingConfig))
 
 
 def loss_config(config) -> LossConfig:
   """config.algorithm's loss settings (SPEC §7.5) with every value set in config.loss over them."""
   with keyed("loss."):
-    return LossConfig(**{**settings(config.algorithm).loss, **_explicit(config.loss, LossConfig)})
+    return dataclasses.replace(losses.for_algorithm(config.algorithm), **_explicit(config.loss, LossConfig))
 
 
 def decode_config(config, stops: tuple[int, ...], greedy: bool = False, threshold: float | None = None,
