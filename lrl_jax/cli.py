@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 from absl import flags
 
+from lrl_jax import console
 from lrl_jax.errors import UserError
 
 # Environment errors a user can fix (a full disk, a read-only or forbidden path): one line, not a traceback.
@@ -105,8 +106,9 @@ def check_config_file(name: str, spec: str, argv: list[str]) -> None:
   if not os.path.isfile(path):
     raise UserError(f"{path}: config file not found (--{name})")
   try:
-    get_config = runpy.run_path(path)["get_config"]
-    config = get_config(arg) if arg else get_config()
+    with console.without_notices():  # a config file may import the package (and JAX): no plugin notices
+      get_config = runpy.run_path(path)["get_config"]
+      config = get_config(arg) if arg else get_config()
   except KeyError:
     raise UserError(f"{path}: defines no get_config()") from None
   except UserError:

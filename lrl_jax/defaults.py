@@ -1,23 +1,37 @@
 """The full training config schema with the SPEC §7 defaults, and its validation (one function per section).
 
 Files in configs/ start from `base_config()` and override. The ConfigDict is locked, so a mistyped key fails (the
-CLI names the closest key); `None`-valued shaping/loss fields mean "as the algorithm says". `validate(config)` runs
-every section's check before any work; each problem is one `ConfigValueError` naming the key (`config.a.b: ...`).
+CLI names the closest key); `None`-valued shaping/loss fields mean "as the algorithm says" (rl/algorithms.py).
+`validate(config)` runs every section's check before any work: the typed parts' own checks (config_parts.py builds
+them) under their config keys, then what no part can see: settings of sections without a part, values that must
+agree across sections, files, the model and the devices. Each problem is one `ConfigValueError` naming the key
+(`config.a.b: ...`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
 
+import jax
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from lrl_jax.errors import UserError
+from lrl_jax.checkpoints import is_run_dir, model_files_dir
+from lrl_jax.checks import ConfigValueError, check_choice, check_float, check_int, keyed
+from lrl_jax.config_parts import decode_config, loss_config, shaping_config
+from lrl_jax.data import demo_tasks
+from lrl_jax.data.formats import DataFormatError, dataset_path
+from lrl_jax.decode.config import DTYPES
+from lrl_jax.model.config import load_config
+from lrl_jax.model.remat import POLICIES
+from lrl_jax.parallel.mesh import AXES
+from lrl_jax.rl.algorithms import ALGORITHMS
+from lrl_jax.weights import is_hf_dir, is_orbax_dir
+from lrl_jax.weights.tiny import tiny_config
 
-ALGORITHMS = ("lightningrl", "grpo", "grpo_traj")
-DTYPES = ("float32", "bfloat16")
 TOKENIZERS = ("chars", "words")
 KILL_PHASES = ("rollout", "update", "metrics", "save", "saved")  # debug.kill_at; see rl/trainer.py
 
@@ -123,12 +137,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-
-
-class ConfigValueError(UserError):
-  """A config value out of range, of the wrong kind, or contradicting another; the message starts with its key."""
-
-
 def _fail(key: str, text: str):
   raise ConfigValueError(f"config.{key}: {text}")
 
@@ -139,42 +147,19 @@ def _value(config, key: str):
   return config
 
 
-def _int(config, key: str, low: int | None = None, high: int | None = None, why: str = "") -> int:
-  value = _value(config, key)
-  if isinstance(value, bool) or not isinstance(value, int):
-    _fail(key, f"must be an integer, got {value!r}")
-  if (low is not None and value < low) or (high is not None and value > high):
-    bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
-    _fail(key, f"must be {bounds}, got {value}{why}")
-  return value
+def _int(config, key: str, *bounds: int | None, why: str = "") -> int:
+  with keyed():
+    return check_int(key, _value(config, key), *bounds, why=why)
 
 
-def _float(config, key: str, low: float | None = None, high: float | None = None, low_open: bool = False,
-           high_open: bool = False, why: str = "") -> float:
-  """A finite number in the given range (open or closed ends); None (a placeholder left unset) passes."""
-  value = _value(config, key)
-  if value is None:
-    return value
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    _fail(key, f"must be a number, got {value!r}")
-  if not math.isfinite(value):
-    _fail(key, f"must be finite, got {value}")
-  below = low is not None and (value <= low if low_open else value < low)
-  above = high is not None and (value >= high if high_open else value > high)
-  if below or above:
-    left = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-    right = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-    bounds = f"in {left}, {right}" if low is not None and high is not None else (
-      f"{'>' if low_open else '>='} {low:g}" if high is None else f"{'<' if high_open else '<='} {high:g}")
-    _fail(key, f"must be {bounds}, got {value:g}{why}")
-  return value
+def _float(config, key: str, *bounds: float | None, why: str = "", **open_ends: bool) -> float:
+  with keyed():
+    return check_float(key, _value(config, key), *bounds, why=why, **open_ends)
 
 
 def _choice(config, key: str, choices) -> str:
-  value = _value(config, key)
-  if value is not None and value not in choices:
-    _fail(key, f"must be one of {tuple(choices)}, got {value!r}")
-  return value
+  with keyed():
+    return check_choice(key, _value(config, key), choices)
 
 
 def parse_stop_ids(text: str, key: str = "stop_ids") -> tuple[int, ...] | None:
@@ -196,7 +181,6 @@ def parse_stop_ids(text: str, key: str = "stop_ids") -> tuple[int, ...] | None:
 
 @functools.lru_cache(maxsize=8)
 def _model_config(path: str):
-  from lrl_jax.model.config import load_config
   return load_config(path)
 
 
@@ -207,7 +191,6 @@ def check_run(c) -> None:
 
 def check_model(c) -> None:
   """dtype, remat, tokenizer and tiny-model shape; a checkpoint dir must exist with a usable config and tokenizer."""
-  from lrl_jax.model.remat import POLICIES
   _choice(c, "model.dtype", DTYPES)
   _choice(c, "model.remat", tuple(POLICIES))
   _int(c, "model.q_chunk", 0)
@@ -221,8 +204,6 @@ def check_model(c) -> None:
     _fail("model.tiny.head_dim", f"must be even (RoPE), got {tiny.head_dim}")
   path = c.model.checkpoint
   if path:
-    from lrl_jax.checkpoints import is_run_dir, model_files_dir
-    from lrl_jax.weights import is_hf_dir, is_orbax_dir
     if not os.path.isdir(path):
       _fail("model.checkpoint", f"{path}: directory not found")
     if not (is_orbax_dir(path) or is_hf_dir(path) or is_run_dir(path)):
@@ -238,7 +219,6 @@ def check_model(c) -> None:
 def _dataset(c, key: str) -> None:
   spec = _value(c, key)
   if spec and spec != "demo":
-    from lrl_jax.data.formats import DataFormatError, dataset_path
     try:
       dataset_path(spec)
     except DataFormatError as e:
@@ -247,7 +227,6 @@ def _dataset(c, key: str) -> None:
 
 def check_data(c) -> None:
   """Dataset files or sample names exist; demo settings are in range."""
-  from lrl_jax.data import demo_tasks
   if not c.data.train:
     _fail("data.train", "is empty; give 'demo', a dataset file or a shipped sample name")
   _dataset(c, "data.train")
@@ -261,20 +240,14 @@ def check_data(c) -> None:
 
 
 def check_rollout(c) -> None:
-  """Sizes, decoding settings, groups of at least two responses; agreement with the checkpoint's config."""
-  from lrl_jax.decode.config import STRATEGIES
+  """Groups of at least two responses, the decoding settings (DecodeConfig's own checks), the engine's sizes; block
+  size, prompt room and stop ids against the checkpoint's config (or the tiny model's)."""
   r = c.rollout
   _int(c, "rollout.num_prompts", 1)
   _int(c, "rollout.num_responses", 2, why=": responses are compared within their prompt's group (one response "
        "would make every advantage 0)")
-  _int(c, "rollout.block_size", 1)
-  _int(c, "rollout.steps", 0, r.block_size, why=" (0 = block_size; at most rollout.block_size)")
-  _choice(c, "rollout.strategy", STRATEGIES)
-  _float(c, "rollout.threshold", 0.0, 1.0)
-  _float(c, "rollout.temperature", 0.0)
-  _int(c, "rollout.top_k", 0)
-  _float(c, "rollout.top_p", 0.0, 1.0, low_open=True)
-  _int(c, "rollout.max_new_tokens", 1)
+  with keyed("rollout.", {"dtype": "model.dtype"}):
+    dcfg = decode_config(c, ()).validate()
   _int(c, "rollout.batch_size", 1)
   _int(c, "rollout.pool_tokens", 0)
   _int(c, "rollout.page_size", 0)
@@ -283,46 +256,29 @@ def check_rollout(c) -> None:
   _int(c, "rollout.forwards_per_call", 1)
   _int(c, "rollout.max_prompt_len", 0)
   stops = parse_stop_ids(r.stop_ids, "config.rollout.stop_ids")
-  if c.model.checkpoint:
-    from lrl_jax.checkpoints import model_files_dir
-    cfg = _model_config(model_files_dir(c.model.checkpoint))
-    block, positions, vocab = cfg.block_size, cfg.max_position_embeddings, cfg.vocab_size
-  else:
-    from lrl_jax.weights.tiny import tiny_config
-    block, positions, vocab = None, tiny_config().max_position_embeddings, c.model.tiny.vocab_size
-  if block and block % r.block_size and r.block_size % block:
-    _fail("rollout.block_size", f"{r.block_size} and the model's block_size={block} do not divide one another")
-  if r.max_new_tokens + r.block_size > positions:
+  cfg = (_model_config(model_files_dir(c.model.checkpoint)) if c.model.checkpoint else
+         tiny_config(block_size=r.block_size, **c.model.tiny.to_dict()))
+  if r.max_new_tokens + r.block_size > cfg.max_position_embeddings:
     _fail("rollout.max_new_tokens", f"{r.max_new_tokens} leaves no room for a prompt within the model's "
-          f"max_position_embeddings={positions}")
-  for sid in stops or ():
-    if sid >= vocab:
-      _fail("rollout.stop_ids", f"stop id {sid} is outside the vocabulary (size {vocab})")
+          f"max_position_embeddings={cfg.max_position_embeddings}")
+  with keyed("rollout."):
+    dataclasses.replace(dcfg, stop_ids=stops or ()).check_model(cfg.block_size, cfg.mask_token_id, cfg.vocab_size)
 
 
 def check_rl(c) -> None:
-  """Shaping settings (explicit values over the algorithm's) and the training block size."""
-  from lrl_jax.rl import shaping
-  _choice(c, "rl.tpf_norm_mode", shaping.TPF_NORM_MODES)
-  _choice(c, "rl.adv_norm_mode", shaping.ADV_NORM_MODES)
-  _choice(c, "rl.logp_mode", shaping.LOGP_MODES)
-  _float(c, "rl.tpf_coefficient")
-  _float(c, "rl.filter_tpf_threshold", 0.0)
+  """Shaping settings (explicit values over the algorithm's; ShapingConfig's own checks) and the training block
+  size, which trajectory rows tie to the rollout's."""
+  mode = shaping_config(c).logp_mode
   _int(c, "rl.shrink", 1)
   _int(c, "rl.train_block_size", 0)
-  mode = c.rl.logp_mode or shaping.for_algorithm(c.algorithm).logp_mode
   if mode == "trajectory" and c.rl.train_block_size not in (0, c.rollout.block_size):
     _fail("rl.train_block_size", f"{c.rl.train_block_size}: trajectory rows rebuild the sampler's states, so the "
           f"training block size must be the rollout block size ({c.rollout.block_size}) or 0")
 
 
 def check_loss(c) -> None:
-  from lrl_jax.rl.losses import KL_ESTIMATORS, REDUCTIONS
-  for name in ("eps", "eps_high", "nll_loss_weight", "kl_beta"):
-    _float(c, f"loss.{name}", 0.0)
-  _choice(c, "loss.kl_estimator", KL_ESTIMATORS)
-  for name in ("policy_reduction", "kl_reduction", "nll_reduction"):
-    _choice(c, f"loss.{name}", REDUCTIONS)
+  """Loss settings (explicit values over the algorithm's; LossConfig's own checks)."""
+  loss_config(c)
 
 
 def check_optim(c) -> None:
@@ -385,9 +341,8 @@ def check_warm_start(c) -> None:
 
 def check_mesh(c) -> None:
   """Mesh axes fit the devices; a micro-batch splits evenly over the data-parallel devices."""
-  import jax
   sizes = {}
-  for name in ("data", "fsdp", "tensor"):
+  for name in AXES:
     value = _int(c, f"mesh.{name}", -1)
     if value == 0:
       _fail(f"mesh.{name}", "must be >= 1 or -1 (the devices left over), got 0")

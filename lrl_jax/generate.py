@@ -21,6 +21,7 @@ from absl import flags
 from lrl_jax import cli, files
 from lrl_jax.checkpoints import model_files_dir, model_params
 from lrl_jax.decode import Decoder, DecodeConfig, DecodeError, STRATEGIES, default_stop_ids, prompt_capacity
+from lrl_jax.decode.config import ATTN_CHOICES, DTYPES
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.errors import UserError
 from lrl_jax.model import load_config
@@ -55,11 +56,11 @@ def define_flags(fv: flags.FlagValues) -> None:
   define("integer", "max_new_tokens", 512, "generated tokens per prompt at most")
   define("integer", "batch_size", 8, "sequences decoded together")
   define("integer", "seed", 0, "sampling seed")
-  define("enum", "dtype", "float32", "params and compute dtype", enum_values=["float32", "bfloat16"])
+  define("enum", "dtype", "float32", "params and compute dtype", enum_values=list(DTYPES))
   define("string", "stop_ids", "", "e.g. 151645,151643; 'none' for no stop; '' = the checkpoint's eos ids "
          "(generation_config.json, else config.json)")
   define("enum", "attn_impl", "auto", "auto: on GPU the faster of the two, timed on the first batch (xla elsewhere)",
-         enum_values=["xla", "pallas", "auto"])
+         enum_values=list(ATTN_CHOICES))
   define("bool", "with_logprobs", False, "add the sampler's per-token log-probabilities")
   define("bool", "with_trajectory", False, "add decoded_ids/decoded_step_map (through the end of the last decoded "
          "block)")

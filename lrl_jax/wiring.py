@@ -6,7 +6,6 @@ trainer; no stage imports it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -14,32 +13,25 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from lrl_jax import files
+from lrl_jax import config_parts, files
 from lrl_jax.checkpoints import model_files_dir, model_params
 from lrl_jax.data import demo_tasks, formats, templates
 from lrl_jax.decode import DecodeConfig, default_stop_ids
 from lrl_jax.defaults import ConfigValueError, parse_stop_ids
 from lrl_jax.model import init_params
 from lrl_jax.model.config import ModelConfig, load_config
-from lrl_jax.rl import losses, shaping
+from lrl_jax.rl.losses import LossConfig
+from lrl_jax.rl.shaping import ShapingConfig
 from lrl_jax.weights import load_tokenizer, tiny
 from lrl_jax.weights.checkpoint import side_files
 
 DEMO_STOP_IDS = (2, 0)  # <|im_end|>, <|endoftext|> of the char tokenizer
 
 
-def _resolve(defaults, overrides: ml_collections.ConfigDict):
-  """Algorithm defaults with every non-None config value applied on top."""
-  changes = {k: v for k, v in overrides.to_dict().items() if v is not None and hasattr(defaults, k)}
-  return dataclasses.replace(defaults, **changes)
-
-
-def algorithm_configs(config) -> tuple[shaping.ShapingConfig, losses.LossConfig]:
+def algorithm_configs(config) -> tuple[ShapingConfig, LossConfig]:
   """Shaping and loss settings of `config.algorithm` (SPEC §7.5) with explicit config values overriding."""
-  return _resolve(shaping.for_algorithm(config.algorithm), config.rl), _resolve(
-      losses.for_algorithm(config.algorithm), config.loss)
+  return config_parts.shaping_config(config), config_parts.loss_config(config)
 
 
 def load_model(path: str, dtype=None) -> tuple[ModelConfig, Any, Any]:
@@ -140,8 +132,5 @@ def check_prompt_lengths(key: str, prompts: list[list[int]], max_new_tokens: int
 
 def rollout_decode_config(config, stops: tuple[int, ...], greedy: bool = False, threshold: float | None = None,
                           dtype: str | None = None) -> DecodeConfig:
-  r = config.rollout
-  return DecodeConfig(block_size=r.block_size, steps=r.steps or None, strategy=r.strategy,
-                      threshold=r.threshold if threshold is None else threshold, temperature=r.temperature,
-                      top_k=r.top_k, top_p=r.top_p, greedy=greedy, max_new_tokens=r.max_new_tokens,
-                      stop_ids=stops, dtype=dtype or ("bfloat16" if config.model.dtype == "bfloat16" else "float32"))
+  """The rollout's decoding settings (config_parts.decode_config)."""
+  return config_parts.decode_config(config, stops, greedy, threshold, dtype)

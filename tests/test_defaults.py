@@ -7,7 +7,7 @@ import pytest
 
 from lrl_jax import defaults
 from lrl_jax.model import remat
-from lrl_jax.rl import shaping
+from lrl_jax.rl import algorithms
 from tests.train.util import ROOT, load
 
 
@@ -25,7 +25,7 @@ def test_shipped_training_configs_validate(name):
 
 
 def test_choices_match_the_stages():
-  assert defaults.ALGORITHMS == shaping.ALGORITHMS
+  assert defaults.ALGORITHMS is algorithms.ALGORITHMS and tuple(algorithms.SETTINGS) == defaults.ALGORITHMS
   config = load("test")
   for name in remat.POLICIES:
     config.model.remat = name
@@ -67,6 +67,8 @@ BAD = [
   ("rl.tpf_norm_mode", "zscore", "config.rl.tpf_norm_mode: must be one of"),
   ("rl.tpf_coefficient", float("nan"), "config.rl.tpf_coefficient: must be finite"),
   ("rl.shrink", 0, "config.rl.shrink: must be >= 1"),
+  ("rl.reward_norm", "summed", "config.rl.reward_norm: must be one of ('decoupled', 'joint'), got 'summed'"),
+  ("loss.policy_reduction", "mean", "config.loss.policy_reduction: must be one of ('token', 'sequence')"),
   ("eval.thresholds", (), "config.eval.thresholds: must be a non-empty tuple"),
   ("eval.thresholds", (0.5, 2.0), "config.eval.thresholds: entry 1 must be a number in [0, 1], got 2.0"),
   ("reward.math_timeout", 0.0, "config.reward.math_timeout: must be > 0"),
@@ -136,3 +138,41 @@ def test_parse_stop_ids():
   for bad in ("1;2", "-1", "x"):
     with pytest.raises(defaults.ConfigValueError, match="stop_ids"):
       defaults.parse_stop_ids(bad)
+
+
+def test_parts_are_the_algorithm_then_the_config():
+  """config_parts is the one conversion: the algorithm's settings, then every value the config sets."""
+  from lrl_jax import config_parts
+  from lrl_jax.rl import losses, shaping
+  for name in algorithms.ALGORITHMS:
+    config = defaults.base_config()  # every shaping/loss value left to the algorithm
+    config.algorithm = name
+    assert config_parts.shaping_config(config) == shaping.for_algorithm(name)
+    assert config_parts.loss_config(config) == losses.for_algorithm(name)
+  config = load("test")
+  config.algorithm, config.rl.tpf_coefficient, config.loss.kl_beta = "grpo", 0.5, 0.0
+  assert config_parts.shaping_config(config).tpf_coefficient == 0.5
+  assert config_parts.shaping_config(config).adv_norm_mode == "prompt_group"
+  assert config_parts.loss_config(config).kl_beta == 0.0 and config_parts.loss_config(config).nll_loss_weight == 0.0
+  dcfg = config_parts.decode_config(config, (2,), greedy=True, threshold=0.5)
+  assert (dcfg.block_size, dcfg.steps, dcfg.threshold, dcfg.greedy, dcfg.stop_ids, dcfg.dtype) == (
+      config.rollout.block_size, None, 0.5, True, (2,), config.model.dtype)
+  config.loss.eps = -1.0
+  with pytest.raises(defaults.ConfigValueError, match=r"^config.loss.eps: must be >= 0, got -1$"):
+    config_parts.loss_config(config)
+
+
+def test_a_part_names_its_own_field():
+  """Each typed part checks its ranges itself; the message names the field (the config adds its section)."""
+  from lrl_jax.checks import FieldError
+  from lrl_jax.decode.config import DecodeConfig, DecodeError
+  from lrl_jax.rl import losses, shaping
+  with pytest.raises(DecodeError, match=r"^top_p: must be in \(0, 1\], got 0$"):
+    DecodeConfig(top_p=0.0).validate()
+  with pytest.raises(DecodeError, match=r"^steps: must be in \[0, 4\], got 5"):
+    DecodeConfig(block_size=4, steps=5).validate()
+  assert DecodeConfig(block_size=4, steps=0).validate().num_steps == 4
+  with pytest.raises(FieldError, match=r"^kl_beta: must be >= 0, got -1$"):
+    losses.LossConfig(kl_beta=-1.0)
+  with pytest.raises(FieldError, match=r"^filter_tpf_threshold: must be finite, got nan$"):
+    shaping.ShapingConfig(filter_tpf_threshold=float("nan"))

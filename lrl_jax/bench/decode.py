@@ -20,6 +20,7 @@ from absl import flags
 from lrl_jax import cli
 from lrl_jax.bench import shapes
 from lrl_jax.decode import Decoder, DecodeConfig, STRATEGIES
+from lrl_jax.decode.config import ATTN_CHOICES, DTYPES
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.model import init_params
 
@@ -39,8 +40,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("stop_ids", "", "comma-separated; default none (random weights: fixed workload)",
                       flag_values=fv)
   flags.DEFINE_integer("reps", 3, "timed repetitions per engine (median reported)", lower_bound=1, flag_values=fv)
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "default: bfloat16 on GPU, else float32", flag_values=fv)
-  flags.DEFINE_enum("attn_impl", "auto", ["xla", "pallas", "auto"], "auto: the Decoder times both on GPU during "
+  flags.DEFINE_enum("dtype", None, list(DTYPES), "default: bfloat16 on GPU, else float32", flag_values=fv)
+  flags.DEFINE_enum("attn_impl", "auto", list(ATTN_CHOICES), "auto: the Decoder times both on GPU during "
                     "the warm-up run (xla elsewhere)", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "weights and prompts seed", flag_values=fv)
   flags.DEFINE_bool("no_torch", False, "skip the PyTorch reference", flag_values=fv)

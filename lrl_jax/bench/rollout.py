@@ -39,6 +39,7 @@ from absl import flags
 from lrl_jax import cli
 from lrl_jax.bench import shapes
 from lrl_jax.decode import Decoder, DecodeConfig
+from lrl_jax.decode.config import ATTN_CHOICES, DTYPES
 from lrl_jax.errors import UserError
 from lrl_jax.model import PagedKV, forward, init_params
 
@@ -58,8 +59,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("pool_tokens", 0, "engine KV pool in tokens (0: every slot full)", lower_bound=0,
                        flag_values=fv)
   flags.DEFINE_integer("forwards_per_call", 32, "engine forwards per call", lower_bound=1, flag_values=fv)
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "default: bfloat16 on GPU, else float32", flag_values=fv)
-  flags.DEFINE_enum("attn_impl", "auto", ["xla", "pallas", "auto"], "auto: pallas on GPU, xla elsewhere",
+  flags.DEFINE_enum("dtype", None, list(DTYPES), "default: bfloat16 on GPU, else float32", flag_values=fv)
+  flags.DEFINE_enum("attn_impl", "auto", list(ATTN_CHOICES), "auto: pallas on GPU, xla elsewhere",
                     flag_values=fv)
   flags.DEFINE_list("engines", ["static", "engine", "fused", "torch"], "which to run", flag_values=fv)
   flags.DEFINE_integer("repeats", 1, "runs of each engine, interleaved in rounds; the run of median seconds is "

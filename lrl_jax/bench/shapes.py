@@ -1,4 +1,4 @@
-"""Model shapes shared by the benchmarks: named presets (SPEC §2 table) and `--layers ...` flags overriding them."""
+"""Model shapes of the benchmarks: a named preset (model/presets.py) with `--layers ...` flags overriding it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import argparse
 from absl import flags
 
 from lrl_jax.model import ModelConfig
+from lrl_jax.model.presets import PRESETS, make_config, preset_config
 
-PRESETS = {
-    "cpu-small": dict(layers=4, hidden=512, heads=8, kv_heads=4, head_dim=64, intermediate=1536, vocab=4096),
-    "sdar-1.7b": dict(layers=28, hidden=2048, heads=16, kv_heads=8, head_dim=128, intermediate=6144, vocab=151936),
-    "sdar-4b": dict(layers=36, hidden=2560, heads=32, kv_heads=8, head_dim=128, intermediate=9728, vocab=151936),
-    "sdar-8b": dict(layers=36, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=12288, vocab=151936),
-}
-SHAPE_FLAGS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab")
+# flag -> the ModelConfig field it overrides
+SHAPE_FLAGS = {"layers": "num_layers", "hidden": "hidden_size", "heads": "num_heads", "kv_heads": "num_kv_heads",
+               "head_dim": "head_dim", "intermediate": "intermediate_size", "vocab": "vocab_size"}
+__all__ = ["PRESETS", "SHAPE_FLAGS", "define_shape_flags", "model_config", "preset_config", "shape_config",
+           "shape_name"]
 
 
 def define_shape_flags(fv: flags.FlagValues) -> None:
@@ -25,19 +24,14 @@ def define_shape_flags(fv: flags.FlagValues) -> None:
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
   """The preset's shape with any explicit flag applied; random-weight models use the last id as mask token."""
-  shape = {**PRESETS[args.preset], **{k: getattr(args, k) for k in SHAPE_FLAGS if getattr(args, k) is not None}}
-  return shape_config(shape, args.block_size)
-
-
-def preset_config(name: str, block_size: int) -> ModelConfig:
-  """ModelConfig of preset `name` (a KeyError names an unknown one)."""
-  return shape_config(PRESETS[name], block_size)
+  fields = {**PRESETS[args.preset], **{field: getattr(args, name) for name, field in SHAPE_FLAGS.items()
+                                       if getattr(args, name) is not None}}
+  return make_config(fields, args.block_size)
 
 
 def shape_config(shape: dict, block_size: int) -> ModelConfig:
-  return ModelConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["intermediate"],
-                     num_layers=shape["layers"], num_heads=shape["heads"], num_kv_heads=shape["kv_heads"],
-                     head_dim=shape["head_dim"], block_size=block_size, mask_token_id=shape["vocab"] - 1)
+  """ModelConfig of a shape given by flag names (`layers`, `hidden`, ...: every one of SHAPE_FLAGS)."""
+  return make_config({SHAPE_FLAGS[name]: value for name, value in shape.items()}, block_size)
 
 
 def shape_name(args: argparse.Namespace) -> str:

@@ -20,7 +20,9 @@ from absl import flags
 from lrl_jax import cli
 from lrl_jax.bench import shapes
 from lrl_jax.errors import UserError
+from lrl_jax.decode.config import DTYPES
 from lrl_jax.model import ModelConfig, init_params
+from lrl_jax.model.remat import POLICIES
 from lrl_jax.rl import losses, optim, rows as rows_lib, step as step_lib
 
 PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12), ("A100", 312e12))
@@ -39,9 +41,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("block_size", 32, "block size", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("steps", 3, "timed updates per implementation (median reported)", lower_bound=1,
                        flag_values=fv)
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "JAX compute dtype; default: bfloat16 on GPU, else "
+  flags.DEFINE_enum("dtype", None, list(DTYPES), "JAX compute dtype; default: bfloat16 on GPU, else "
                     "float32 (master weights float32)", flag_values=fv)
-  flags.DEFINE_enum("remat", "none", ["none", "dots", "full"], "rematerialisation policy", flag_values=fv)
+  flags.DEFINE_enum("remat", "none", list(POLICIES), "rematerialisation policy", flag_values=fv)
   flags.DEFINE_integer("q_chunk", 0, "attention query chunk (0: whole rows)", lower_bound=0, flag_values=fv)
   flags.DEFINE_float("peak_flops", None, "peak FLOP/s for the MFU (default: bf16 dense peak of the GPU)",
                      flag_values=fv)

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 
+from lrl_jax.checks import FieldError, check_choice, check_float, check_int
+
 PALLAS_PLATFORMS = ("gpu", "tpu")  # platforms with a compiled paged-prefix kernel (model/pallas_*paged.py)
 STRATEGIES = ("sequential", "low_confidence_static", "low_confidence_dynamic", "entropy_bounded")
+DTYPES = ("float32", "bfloat16")  # compute dtypes of decoding and training (config model.dtype)
+ATTN_IMPLS = ("xla", "pallas")  # paged-prefix attention backends; "auto" picks one per platform (`for_platform`)
+ATTN_CHOICES = ATTN_IMPLS + ("auto",)
 
 
 class DecodeError(ValueError):
   """Unusable decoding settings or inputs; the message names the setting and its value."""
+
+
+class DecodeSettingError(FieldError, DecodeError):
+  """One DecodeConfig setting out of range (`field: what is wrong`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,27 +60,19 @@ class DecodeConfig:
     return dataclasses.replace(self, attn_impl="pallas" if platform in PALLAS_PLATFORMS else "xla")
 
   def validate(self) -> "DecodeConfig":
-    """Raise DecodeError naming the first bad setting; return self."""
-    if self.strategy not in STRATEGIES:
-      raise DecodeError(f"strategy={self.strategy!r} is unknown; expected one of {STRATEGIES}")
-    if self.block_size <= 0:
-      raise DecodeError(f"block_size={self.block_size} must be positive")
-    if not 1 <= self.num_steps <= self.block_size:
-      raise DecodeError(f"steps={self.steps} must be between 1 and block_size={self.block_size}")
-    if self.max_new_tokens <= 0:
-      raise DecodeError(f"max_new_tokens={self.max_new_tokens} must be positive")
-    if self.temperature < 0:
-      raise DecodeError(f"temperature={self.temperature} must be >= 0")
-    if self.top_k < 0:
-      raise DecodeError(f"top_k={self.top_k} must be >= 0 (0 disables it)")
-    if not 0 < self.top_p <= 1:
-      raise DecodeError(f"top_p={self.top_p} must be in (0, 1]")
-    if not 0 <= self.threshold <= 1:
-      raise DecodeError(f"threshold={self.threshold} must be in [0, 1]")
-    if self.attn_impl not in ("xla", "pallas", "auto"):
-      raise DecodeError(f"attn_impl={self.attn_impl!r} must be xla, pallas or auto")
-    if self.dtype not in ("float32", "bfloat16"):
-      raise DecodeError(f"dtype={self.dtype!r} must be float32 or bfloat16")
+    """Raise DecodeSettingError (a DecodeError) naming the first bad setting; return self."""
+    err = DecodeSettingError
+    check_int("block_size", self.block_size, 1, error=err)
+    if self.steps is not None:
+      check_int("steps", self.steps, 0, self.block_size, why=" (0 = block_size; at most block_size)", error=err)
+    check_choice("strategy", self.strategy, STRATEGIES, error=err)
+    check_float("threshold", self.threshold, 0.0, 1.0, error=err)
+    check_float("temperature", self.temperature, 0.0, error=err)
+    check_int("top_k", self.top_k, 0, error=err)
+    check_float("top_p", self.top_p, 0.0, 1.0, low_open=True, error=err)
+    check_int("max_new_tokens", self.max_new_tokens, 1, error=err)
+    check_choice("attn_impl", self.attn_impl, ATTN_CHOICES, error=err)
+    check_choice("dtype", self.dtype, DTYPES, error=err)
     return self
 
   def check_model(self, model_block_size: int | None, mask_token_id: int | None, vocab_size: int) -> None:
@@ -79,8 +80,8 @@ class DecodeConfig:
     if mask_token_id is None:
       raise DecodeError("the checkpoint's config.json has no 'mask_token_id'; block diffusion needs a mask token")
     if model_block_size and (model_block_size % self.block_size and self.block_size % model_block_size):
-      raise DecodeError(f"block_size={self.block_size} and the model's block_size={model_block_size} do not "
-                        "divide one another")
+      raise DecodeSettingError("block_size", f"{self.block_size} and the model's block_size={model_block_size} do "
+                               "not divide one another")
     for sid in self.stop_ids:
       if not 0 <= sid < vocab_size:
-        raise DecodeError(f"stop id {sid} is outside the vocabulary (size {vocab_size})")
+        raise DecodeSettingError("stop_ids", f"stop id {sid} is outside the vocabulary (size {vocab_size})")

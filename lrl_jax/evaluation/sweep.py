@@ -22,6 +22,7 @@ from tqdm import tqdm
 from lrl_jax.checkpoints import is_run_dir, model_files_dir, model_params, run_config
 from lrl_jax.data import formats, templates
 from lrl_jax.decode import Decoder, DecodeConfig, default_stop_ids, prompt_capacity
+from lrl_jax.decode.config import ATTN_IMPLS, DTYPES
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.errors import UserError
 from lrl_jax.evaluation import aggregate, paper
@@ -29,8 +30,6 @@ from lrl_jax.model import ModelConfig, load_config
 from lrl_jax.rewards import Judge, is_truncated
 from lrl_jax.weights import is_hf_dir, is_orbax_dir, load_tokenizer
 
-ATTN_IMPLS = ("xla", "pallas")
-DTYPES = ("float32", "bfloat16")
 
 
 class EvalError(UserError):

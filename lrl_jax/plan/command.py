@@ -8,81 +8,19 @@ does not, and count the step's FLOPs from a CPU compile of the same programs. Re
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 
-from lrl_jax import defaults, files
-from lrl_jax.bench import shapes
+from lrl_jax import files
 from lrl_jax.errors import UserError
-from lrl_jax.model.config import ConfigError, ModelConfig, load_config
+from lrl_jax.model.config import ModelConfig
 from lrl_jax.parallel.mesh import AXES
 from lrl_jax.plan import jobs, memory, search, targets, timeline
-from lrl_jax.weights import tiny
+from lrl_jax.plan.inputs import PlanError, check_model_fit, mesh_shape, model_config, parse_response_tokens, validate
 
 GIB = memory.GIB
 MFU = 0.4
 DEFAULT_GPU_MEM_FRACTION = 0.92  # what launch/train_rl.sh gives XLA_PYTHON_CLIENT_MEM_FRACTION
-# Sections of `defaults.validate` that read no files and no local devices: planning needs neither the checkpoint's
-# weights and tokenizer, the data, nor the target's devices on this host (`check_model_fit` does the model's part).
-CHECKS = ("check_run", "check_model", "check_rl", "check_loss", "check_optim", "check_train")
-
-
-class PlanError(UserError):
-  """Bad input: `key` (a flag or config key) and what is wrong with it."""
-
-  def __init__(self, key: str, message: str):
-    super().__init__(f"{key}: {message}")
-
-
-def validate(config) -> None:
-  """The config's values as the trainer checks them, the checkpoint left out (`model_config` reads its config.json)."""
-  c = copy.deepcopy(config)
-  c.model.checkpoint = ""
-  for name in CHECKS:
-    getattr(defaults, name)(c)
-
-
-def check_model_fit(config, cfg: ModelConfig, prompt_len: int) -> None:
-  """Rollout sizes against the planned model (not the checkpoint's, when a preset replaces it)."""
-  r = config.rollout
-  for key, value in (("rollout.batch_size", r.batch_size), ("rollout.num_prompts", r.num_prompts),
-                     ("rollout.num_responses", r.num_responses), ("rollout.max_new_tokens", r.max_new_tokens)):
-    if value < 1:
-      raise PlanError(key, f"{value} must be positive")
-  if prompt_len + r.max_new_tokens > cfg.max_position_embeddings:
-    raise PlanError("rollout.max_new_tokens", f"{r.max_new_tokens} + --prompt_len={prompt_len} exceeds the model's "
-                    f"max_position_embeddings={cfg.max_position_embeddings}")
-
-
-def model_config(config, preset: str | None) -> tuple[ModelConfig, str]:
-  """(ModelConfig, its name): a preset, the checkpoint's config.json (no weights read), or model.tiny."""
-  block = config.rollout.block_size
-  if preset:
-    if preset not in shapes.PRESETS:
-      raise PlanError("--preset", f"{preset!r} is not one of {', '.join(sorted(shapes.PRESETS))}")
-    return shapes.preset_config(preset, block), preset
-  if config.model.checkpoint:
-    try:
-      return load_config(config.model.checkpoint), config.model.checkpoint
-    except ConfigError as e:
-      raise PlanError("model.checkpoint", str(e)) from None
-  return tiny.tiny_config(block_size=block, **config.model.tiny.to_dict()), "model.tiny"
-
-
-def mesh_shape(config, target: targets.Target) -> tuple[int, int, int]:
-  """(data, fsdp, tensor) of config.mesh on the target's devices (one axis may be -1: the devices left over)."""
-  sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
-  known = 1
-  for s in sizes:
-    known *= s if s != -1 else 1
-  n = target.num_devices
-  if sizes.count(-1) > 1 or n % known or (-1 not in sizes and known != n):
-    raise PlanError("mesh", f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}) does not factor the {n} "
-                    f"devices of {target.name}")
-  return tuple(n // known if s == -1 else s for s in sizes)
-
-
 def _header(config, target, model: str, cfg: ModelConfig, mesh, setup: dict, budget: int, fraction: float):
   c, micro = config, config.train.micro_batch_rows
   counts = setup["counts"]
@@ -189,21 +127,6 @@ def _search(worker: jobs.Worker, main: jobs.Result, budget: int, config, shards:
 
 def _write_json(path: str, obj) -> None:
   files.write_json(path, obj)
-
-
-def parse_response_tokens(text: str) -> tuple[float, float] | None:
-  """`--response_tokens`: "" (None: every response at max_new_tokens) or "MEDIAN,SIGMA" of a log-normal."""
-  if not str(text).strip():
-    return None
-  parts = str(text).split(",")
-  try:
-    median, sigma = (float(p) for p in parts)
-  except ValueError:
-    median = sigma = -1.0
-  if len(parts) != 2 or median <= 0 or sigma < 0:
-    raise PlanError("--response_tokens", f"{text!r}: expected MEDIAN,SIGMA with MEDIAN > 0 and SIGMA >= 0, "
-                    "e.g. 350,0.8")
-  return median, sigma
 
 
 def run(config, *, target_name: str, preset: str | None = None, prompt_len: int = 256, tpf: float = 4.81,

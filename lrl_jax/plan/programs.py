@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrl_jax import defaults, wiring
+from lrl_jax import config_parts, defaults
 from lrl_jax.decode import DecodeConfig
 from lrl_jax.model import init_params
 from lrl_jax.model.config import ModelConfig
@@ -146,7 +146,7 @@ def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, att
   `attention`: the training attention backend to compile; "auto" lets the step choose from the mesh's platform as
   the trainer does.
   """
-  _, loss_cfg = wiring.algorithm_configs(config)
+  loss_cfg = config_parts.loss_config(config)
   optimizer = optim.make_optimizer(**config.optim)
   params = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
   p_shard = mesh_lib.param_shardings(cfg, params, mesh)
@@ -162,7 +162,7 @@ def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, att
                            config.model.remat, config.model.q_chunk)
   if attention != "auto":
     sc = dataclasses.replace(sc, attn_impl=attention)
-  dcfg = wiring.rollout_decode_config(config, defaults.parse_stop_ids(r.stop_ids) or ())
+  dcfg = config_parts.decode_config(config, defaults.parse_stop_ids(r.stop_ids) or ())
   return Setup(config, cfg, mesh, dcfg, sc, loss_cfg, optimizer, state, prompt_len, tpf, lengths)
 
 

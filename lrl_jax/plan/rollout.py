@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from lrl_jax import defaults, wiring
+from lrl_jax import config_parts, defaults
 from lrl_jax.decode import api, programs as engine_programs
 from lrl_jax.model import attention
 from lrl_jax.parallel import mesh as mesh_lib
@@ -83,5 +83,5 @@ def eval_programs(s: Setup) -> list[Program]:
   """The trainer's eval engine: greedy, `eval.batch_size` slots, one program for every threshold (θ is a runtime
   argument). Not part of a step's FLOPs (calls unknown: it runs every `train.eval_every` steps)."""
   stops = defaults.parse_stop_ids(s.config.rollout.stop_ids) or ()
-  dcfg = wiring.rollout_decode_config(s.config, stops, greedy=True)
+  dcfg = config_parts.decode_config(s.config, stops, greedy=True)
   return [_engine(s, "eval/engine", s.config.eval.batch_size, dcfg, None)]

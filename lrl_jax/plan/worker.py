@@ -59,11 +59,11 @@ def run(spec: dict) -> None:
   import jax
   import ml_collections
 
-  from lrl_jax.plan import command, memory, programs, rollout, targets
+  from lrl_jax.plan import inputs, memory, programs, rollout, targets
 
   config = ml_collections.ConfigDict(spec["config"])
   target = targets.parse_target(spec["target"])
-  cfg, _ = command.model_config(config, spec["preset"])
+  cfg, _ = inputs.model_config(config, spec["preset"])
   lengths = spec.get("response_tokens")
   s = programs.build_setup(config, cfg, _mesh(spec, target), spec["prompt_len"], spec["tpf"], spec["attention"],
                            programs.ResponseLengths(*lengths) if lengths else None)

@@ -11,6 +11,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from lrl_jax.checks import check_choice, check_float
+from lrl_jax.rl.algorithms import settings
+
 REDUCTIONS = ("token", "sequence")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOG_RATIO_CLIP = 10.0
@@ -29,20 +32,21 @@ class LossConfig:
   nll_reduction: str = "token"
 
   def __post_init__(self):
-    if self.kl_estimator not in KL_ESTIMATORS:
-      raise ValueError(f"kl_estimator {self.kl_estimator!r} is not one of {KL_ESTIMATORS}")
-    for mode in (self.policy_reduction, self.kl_reduction, self.nll_reduction):
-      if mode not in REDUCTIONS:
-        raise ValueError(f"reduction {mode!r} is not one of {REDUCTIONS}")
+    self.validate()
+
+  def validate(self) -> "LossConfig":
+    """Raise FieldError (a ValueError) naming the first setting out of range; return self."""
+    for name in ("eps", "eps_high", "nll_loss_weight", "kl_beta"):
+      check_float(name, getattr(self, name), 0.0)
+    check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+    for name in ("policy_reduction", "kl_reduction", "nll_reduction"):
+      check_choice(name, getattr(self, name), REDUCTIONS)
+    return self
 
 
 def for_algorithm(name: str) -> LossConfig:
-  """Loss settings of the SPEC §7.5 baselines: grpo/grpo_traj drop the NLL term."""
-  if name == "lightningrl":
-    return LossConfig()
-  if name in ("grpo", "grpo_traj"):
-    return LossConfig(nll_loss_weight=0.0)
-  raise ValueError(f"unknown algorithm {name!r}")
+  """Loss settings of the SPEC §7.5 algorithm `name` (rl/algorithms.py); a ValueError names an unknown one."""
+  return LossConfig(**settings(name).loss)
 
 
 class LossWeights(NamedTuple):

@@ -11,10 +11,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-ALGORITHMS = ("lightningrl", "grpo", "grpo_traj")
+from lrl_jax.checks import check_choice, check_float
+from lrl_jax.rl.algorithms import settings
+from lrl_jax.rl.rows import MODES as LOGP_MODES
+
 TPF_NORM_MODES = ("z_score", "minmax", "none")
 ADV_NORM_MODES = ("batch", "prompt_group", "prompt_group_center")
-LOGP_MODES = ("block_masked", "trajectory")
 REWARD_NORMS = ("decoupled", "joint")
 
 
@@ -32,20 +34,22 @@ class ShapingConfig:
   reward_norm: str = "decoupled"  # SPEC; "joint": one group z-score of correctness + coefficient * tpf (ablation)
 
   def __post_init__(self):
-    for value, allowed in ((self.tpf_norm_mode, TPF_NORM_MODES), (self.adv_norm_mode, ADV_NORM_MODES),
-                           (self.logp_mode, LOGP_MODES), (self.reward_norm, REWARD_NORMS)):
-      if value not in allowed:
-        raise ValueError(f"{value!r} is not one of {allowed}")
+    self.validate()
+
+  def validate(self) -> "ShapingConfig":
+    """Raise FieldError (a ValueError) naming the first setting out of range; return self."""
+    check_choice("tpf_norm_mode", self.tpf_norm_mode, TPF_NORM_MODES)
+    check_choice("adv_norm_mode", self.adv_norm_mode, ADV_NORM_MODES)
+    check_choice("logp_mode", self.logp_mode, LOGP_MODES)
+    check_choice("reward_norm", self.reward_norm, REWARD_NORMS)
+    check_float("tpf_coefficient", self.tpf_coefficient)
+    check_float("filter_tpf_threshold", self.filter_tpf_threshold, 0.0)
+    return self
 
 
 def for_algorithm(name: str) -> ShapingConfig:
-  """Settings of the SPEC §7.5 baselines: grpo/grpo_traj use accuracy only, per-group advantages, no TPF filter."""
-  if name == "lightningrl":
-    return ShapingConfig()
-  if name in ("grpo", "grpo_traj"):
-    return ShapingConfig(tpf_coefficient=0.0, filter_tpf_threshold=0.0, adv_norm_mode="prompt_group",
-                         logp_mode="trajectory" if name == "grpo_traj" else "block_masked")
-  raise ValueError(f"unknown algorithm {name!r}; expected one of {ALGORITHMS}")
+  """Settings of the SPEC §7.5 algorithm `name` (rl/algorithms.py); a ValueError names an unknown one."""
+  return ShapingConfig(**settings(name).shaping)
 
 
 class Shaped(NamedTuple):

@@ -84,8 +84,9 @@ def _no_tokenizer_dir(src, dst):
 
 GOOD = {"prompt_ids": [5, 6]}
 BAD_CASES = {
-    "strategy": ([GOOD], ["--strategy=fastest"], None, "strategy='fastest' is unknown"),
-    "block_size": ([GOOD], ["--block_size=3"], None, "block_size=3 and the model's block_size=4"),
+    "strategy": ([GOOD], ["--strategy=fastest"], None, "strategy: must be one of ('sequential', 'low_confidence_static', "
+                 "'low_confidence_dynamic', 'entropy_bounded'), got 'fastest'"),
+    "block_size": ([GOOD], ["--block_size=3"], None, "block_size: 3 and the model's block_size=4 do not divide"),
     "empty_text": ([GOOD, {"prompt": ""}], [], None, "in.jsonl:2: field 'prompt' is empty"),
     "empty_ids": ([{"prompt_ids": []}], [], None, "in.jsonl:1: field 'prompt_ids' is empty"),
     "too_long": ([{"prompt_ids": [5] * 4093}], ["--max_new_tokens=4"], None,
@@ -101,7 +102,7 @@ BAD_CASES = {
                      "checkpoint has no tokenizer"),
     "no_checkpoint": ([GOOD], [], lambda src, dst: dst, "/ckpt: no such directory"),
     "empty_file": ([""], [], None, "in.jsonl: no prompts"),
-    "steps": ([GOOD], ["--steps=9"], None, "steps=9 must be between 1 and block_size=4"),
+    "steps": ([GOOD], ["--steps=9"], None, "steps: must be in [0, 4], got 9"),
 }
 
 

@@ -86,7 +86,7 @@ def test_response_lengths_against_scipy_and_sampling():
 
 
 def test_bad_response_tokens_is_one_error_line():
-  from lrl_jax.plan.command import PlanError, parse_response_tokens
+  from lrl_jax.plan.inputs import PlanError, parse_response_tokens
 
   assert parse_response_tokens("") is None and parse_response_tokens("350,0.8") == (350.0, 0.8)
   for bad in ("350", "a,b", "-1,0.5", "350,-1", "1,2,3"):

@@ -172,7 +172,7 @@ def plan_thresholds() -> tuple:
 def test_paper_config_at_sdar_1_7b_fits_on_h100x8(tmp_path):
   """The paper's config (configs/lightningrl.py) at SDAR-1.7B shape compiles every program for one 8xH100 host and
   fits; the reshard reads the float32 params split 8 ways (within 1%). The same check at 8B is in PERFORMANCE.md."""
-  from lrl_jax.bench import shapes
+  from lrl_jax.model import presets
   from lrl_jax.model import param_shapes
   path = tmp_path / "plan.json"
   proc = run_plan("--config=configs/lightningrl.py", "--preset=sdar-1.7b", "--target=h100x8", "--nosearch",
@@ -184,6 +184,6 @@ def test_paper_config_at_sdar_1_7b_fits_on_h100x8(tmp_path):
   assert [p["name"] for p in plan["programs"]] == ["rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads",
                                                    "accumulate", "apply", "eval/engine"]
   is_leaf = lambda x: isinstance(x, tuple)
-  cfg = shapes.preset_config("sdar-1.7b", 32)
+  cfg = presets.preset_config("sdar-1.7b", 32)
   f32_bytes = 4 * sum(math.prod(s) for s in jax.tree.leaves(param_shapes(cfg), is_leaf=is_leaf))
   assert abs(plan["programs"][0]["argument"] / (f32_bytes / 8) - 1) < 0.01

@@ -1,0 +1,137 @@
+"""Imports go one way: no cycle between modules of lrl_jax, nor between its top-level units (lrl_jax.X for each
+subpackage or module X), function-level imports included. Read from the source (AST), so nothing is imported."""
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "lrl_jax"
+
+
+def _modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
+  out = {}
+  for path in sorted(root.rglob("*.py")):
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+  return out
+
+
+def _imported(name: str, path: pathlib.Path) -> set[str]:
+  """Every lrl_jax name `path` imports anywhere in it: `from a import b` names `a` and `a.b` (b may be a module);
+  `importlib.import_module("lrl_jax.x")` with a literal name counts too."""
+  package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+  out = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      out |= {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ""
+      if node.level:
+        parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+        base = ".".join(parts + ([base] if base else []))
+      out |= {base} | {f"{base}.{a.name}" for a in node.names}
+    elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+          and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+      out.add(node.args[0].value)
+  return {m for m in out if m == "lrl_jax" or m.startswith("lrl_jax.")}
+
+
+def import_graph(root: pathlib.Path = PACKAGE) -> dict[str, set[str]]:
+  """Module -> the lrl_jax modules it imports (a name resolved to the longest module prefix it has). A module's
+  import of its own ancestor packages is left out: Python runs those first whatever the module imports."""
+  modules = _modules(root)
+
+  def resolve(name: str) -> str:
+    while name not in modules:
+      name = name.rpartition(".")[0]
+    return name
+
+  graph = {}
+  for name, path in modules.items():
+    targets = {resolve(m) for m in _imported(name, path)}
+    graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")}
+  return graph
+
+
+def unit_of(module: str) -> str:
+  return ".".join(module.split(".")[:2])
+
+
+def unit_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+  """Top-level unit -> the units its modules import (the package root lrl_jax itself is no unit)."""
+  out = {}
+  for name, targets in graph.items():
+    if name == "lrl_jax":
+      continue
+    out.setdefault(unit_of(name), set()).update(unit_of(t) for t in targets if t != "lrl_jax")
+  return {u: {t for t in ts if t != u} for u, ts in out.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """The strongly connected components of more than one node (Tarjan, iterative), each sorted."""
+  index, low, stack, on_stack, out = {}, {}, [], set(), []
+  for start in sorted(graph):
+    if start in index:
+      continue
+    work = [(start, iter(sorted(graph.get(start, ()))))]
+    index[start] = low[start] = len(index)
+    stack.append(start)
+    on_stack.add(start)
+    while work:
+      node, children = work[-1]
+      child = next(children, None)
+      if child is not None:
+        if child not in index:
+          index[child] = low[child] = len(index)
+          stack.append(child)
+          on_stack.add(child)
+          work.append((child, iter(sorted(graph.get(child, ())))))
+        elif child in on_stack:
+          low[node] = min(low[node], index[child])
+        continue
+      work.pop()
+      if work:
+        low[work[-1][0]] = min(low[work[-1][0]], low[node])
+      if low[node] == index[node]:
+        component = []
+        while True:
+          member = stack.pop()
+          on_stack.discard(member)
+          component.append(member)
+          if member == node:
+            break
+        if len(component) > 1:
+          out.append(sorted(component))
+  return out
+
+
+def _explain(graph: dict[str, set[str]], component: list[str], of=lambda m: m) -> list[str]:
+  members = set(component)
+  return sorted(f"{m} -> {t}" for m, ts in graph.items() if of(m) in members for t in ts
+                if of(t) in members and of(t) != of(m))
+
+
+def test_no_cycle_between_modules():
+  graph = import_graph()
+  found = cycles(graph)
+  assert not found, [_explain(graph, c) for c in found]
+
+
+def test_no_cycle_between_top_level_units():
+  graph = import_graph()
+  found = cycles(unit_graph(graph))
+  assert not found, [_explain(graph, c, unit_of) for c in found]
+
+
+def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
+  """A cycle made only by a function-level relative import, and one through import_module, are both found."""
+  root = tmp_path / "lrl_jax"
+  (root / "a").mkdir(parents=True)
+  (root / "__init__.py").write_text("")
+  (root / "a" / "__init__.py").write_text("")
+  (root / "a" / "x.py").write_text("from lrl_jax.b import y\n")
+  (root / "b.py").write_text("def f():\n  from .a import x\n")
+  (root / "c.py").write_text("import importlib\nimportlib.import_module('lrl_jax.d')\n")
+  (root / "d.py").write_text("def g():\n  from lrl_jax import c\n")
+  graph = import_graph(root)
+  assert cycles(graph) == [["lrl_jax.a.x", "lrl_jax.b"], ["lrl_jax.c", "lrl_jax.d"]]
+  assert cycles(unit_graph(graph)) == [["lrl_jax.a", "lrl_jax.b"], ["lrl_jax.c", "lrl_jax.d"]]
