@@ -38,7 +38,7 @@ from absl import flags
 
 from lrl_jax import cli
 from lrl_jax.bench import shapes
-from lrl_jax.decode import Decoder, DecodeConfig
+from lrl_jax.decode import DecodedBatch, Decoder, DecodeConfig
 from lrl_jax.errors import UserError
 from lrl_jax.model import PagedKV, forward, init_params
 
@@ -96,8 +96,8 @@ def run_engine(cfg, dcfg, params, prompts, budget, args, fuse=False) -> dict:
   for i, record in dec.stream(params, prompts, max_new_tokens=budget, on_progress=calls.update):
     records[i] = record
   seconds = time.perf_counter() - start
-  st = dec.stats
-  return dict(seconds=seconds, tokens=sum(len(r["response_ids"]) for r in records), busy=st.busy, rows=st.rows,
+  st, records = dec.stats, DecodedBatch.stack(records)
+  return dict(seconds=seconds, tokens=int(records.length.sum()), busy=st.busy, rows=st.rows,
               calls=st.forwards, tail=calls.seconds / seconds, peak_pages=st.peak_pages,
               held=st.peak_tokens_held, page=dec.scheduler.shape.page_size, records=records)
 
@@ -120,7 +120,7 @@ def run_dense(cfg, dcfg, params, prompts, args) -> dict:
   from lrl_jax.bench import dense_loop
   dense_loop.decode(params, cfg, dcfg, prompts[:args.batch], args.batch, prompt_cols=args.prompt_len)
   records, st = dense_loop.decode(params, cfg, dcfg, prompts, args.batch, prompt_cols=args.prompt_len)
-  return dict(seconds=st.seconds, tokens=sum(len(r["response_ids"]) for r in records), busy=st.busy, rows=st.rows,
+  return dict(seconds=st.seconds, tokens=int(records.length.sum()), busy=st.busy, rows=st.rows,
               calls=st.forwards, tail=st.tail / max(st.forwards, 1), peak_pages=0,
               held=0, page=0, records=records)
 
@@ -211,10 +211,10 @@ def workload(args, cfg):
       f"tokens, up to {args.max_new_tokens} new, ended by the model's own {args.stop_tokens} stop ids")
 
 
-def print_lengths(records: list[dict]) -> None:
-  n = np.asarray([len(r["response_ids"]) for r in records])
+def print_lengths(records: DecodedBatch) -> None:
+  n = records.length
   print(f"response lengths: mean {n.mean():.1f}, median {int(np.median(n))}, max {n.max()}, "
-        f"{int(sum(r['truncated'] for r in records))} of {len(n)} ran to max_new_tokens")
+        f"{int(records.truncated.sum())} of {len(n)} ran to max_new_tokens")
 
 
 def run(args) -> int:
@@ -270,12 +270,12 @@ def run(args) -> int:
       seconds = ", ".join(f"{x['seconds']:.2f}" for x in r)
       print(f"{name} seconds per run: {seconds} (median reported)")
   if "engine" in results and "fused" in results:
-    same = results["engine"]["records"] == results["fused"]["records"]
+    same = results["engine"]["records"].equals(results["fused"]["records"])
     print(f"commit fusion: {results['fused']['calls']} model calls vs {results['engine']['calls']} "
           f"({1 - results['fused']['calls'] / max(results['engine']['calls'], 1):.1%} fewer), records identical: {same}")
   for name in ("engine", "engine_xla"):
     if name in results and "dense" in results:
-      print(f"records identical ({name}, dense): {results[name]['records'] == results['dense']['records']}")
+      print(f"records identical ({name}, dense): {results[name]['records'].equals(results['dense']['records'])}")
   if not stop_mode:
     small, large = forward_ms(cfg, dcfg, params, 256), forward_ms(cfg, dcfg, params, 8192)
     print(f"denoising forward, batch 8, 64 cached positions: {small:.2f} ms at 256-token slots, {large:.2f} ms at "

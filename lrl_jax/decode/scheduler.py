@@ -11,13 +11,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrl_jax.decode import programs, slots as slots_lib
+from lrl_jax.decode import programs, records, slots as slots_lib
 from lrl_jax.decode.config import DecodeConfig, DecodeError
 from lrl_jax.model.config import ModelConfig
 
@@ -56,40 +56,6 @@ def stream_keys(base: jax.Array, streams: jax.Array) -> jax.Array:
 
 def next_pow2(n: int) -> int:
   return 1 << max(0, int(n) - 1).bit_length()
-
-
-def first_stop(ids: np.ndarray, stop_ids: Sequence[int]) -> int | None:
-  """Index of the first stop id in ids, or None."""
-  hits = np.flatnonzero(np.isin(ids, list(stop_ids))) if stop_ids else []
-  return int(hits[0]) if len(hits) else None
-
-
-def make_record(prompt: Sequence[int], row: dict[str, np.ndarray], max_new_tokens: int, dcfg: DecodeConfig,
-                tokenizer=None, with_logprobs: bool = False) -> dict[str, Any]:
-  """The SPEC §5 record of a finished slot's row (tokens/step_map/logp through the end of its last block)."""
-  p = len(prompt)
-  decoded_end = int(row["cur"]) + dcfg.block_size
-  decoded = row["tokens"][p:decoded_end]
-  decoded_steps = row["step_map"][p:decoded_end]
-  limit = min(max_new_tokens, len(decoded))
-  stop = first_stop(decoded[:limit], dcfg.stop_ids)
-  length = limit if stop is None else stop + 1
-  response, steps = decoded[:length], decoded_steps[:length]
-  record = {
-      "prompt_ids": [int(t) for t in prompt],
-      "response_ids": response.tolist(),
-      "step_map": steps.tolist(),
-      "num_forwards": int(len(np.unique(steps))),
-      "forwards_total": int(row["nf"] + row["commits"]),
-      "truncated": stop is None,
-      "decoded_ids": decoded.tolist(),
-      "decoded_step_map": decoded_steps.tolist(),
-  }
-  if tokenizer is not None:
-    record["text"] = tokenizer.decode(record["response_ids"], skip_special_tokens=True)
-  if with_logprobs:
-    record["logprobs"] = row["logp"][p:p + length].tolist()
-  return record
 
 
 class Scheduler:
@@ -182,7 +148,7 @@ class Scheduler:
 
   def run(self, params, requests: Iterable[Request], seed: int, tokenizer=None, with_logprobs: bool = False,
           on_progress: Callable[[dict], None] | None = None,
-          threshold: float | None = None) -> Iterator[tuple[int, dict]]:
+          threshold: float | None = None) -> Iterator[tuple[int, records.Record]]:
     """Decode every request at θ = `threshold` (default the config's); yields (request.index, record) as each
     sequence finishes. The slots and KV pool live for the run only (unless `keep_state`)."""
     queue = collections.deque(requests)
@@ -210,9 +176,9 @@ class Scheduler:
         slots, pool = self.programs.release(slots, pool, jnp.asarray(status == slots_lib.DONE))
         for i, slot in enumerate(done):
           req = live.pop(int(slot))
-          row = {k: v[i] for k, v in rows._asdict().items()}
-          record = make_record(req.prompt, row, req.max_new_tokens, self.dcfg, tokenizer, with_logprobs)
-          self.stats.tokens += len(record["response_ids"])
+          record = records.from_row(req.prompt, rows, i, req.max_new_tokens, self.dcfg.block_size,
+                                    self.dcfg.stop_ids, tokenizer, with_logprobs)
+          self.stats.tokens += record.length
           finished += 1
           yield req.index, record
       for shard in np.flatnonzero(st.stalled):
