@@ -108,8 +108,8 @@ class Decoder:
 
   def stream(self, params, prompts: Sequence[Sequence[int]], seed: int = 0, stream_ids: Sequence[int] | None = None,
              with_logprobs: bool = False, max_new_tokens: int | Sequence[int] | None = None,
-             on_progress=None, threshold: float | None = None) -> Iterator[tuple[int, Record]]:
-    """(prompt index, record) as each sequence finishes; θ = `threshold` (default the DecodeConfig's)."""
+             on_progress=None, threshold: float | None = None) -> Iterator[scheduler.Finished]:
+    """Finished(prompt index, record) as each sequence finishes; θ = `threshold` (default the DecodeConfig's)."""
     if threshold is not None and not 0 <= threshold <= 1:
       raise DecodeError(f"threshold={threshold} must be in [0, 1]")
     requests = self._requests(prompts, stream_ids, max_new_tokens)
