@@ -270,12 +270,12 @@ def run(args) -> int:
       seconds = ", ".join(f"{x['seconds']:.2f}" for x in r)
       print(f"{name} seconds per run: {seconds} (median reported)")
   if "engine" in results and "fused" in results:
-    same = results["engine"]["records"].equals(results["fused"]["records"])
+    same = results["engine"]["records"] == results["fused"]["records"]
     print(f"commit fusion: {results['fused']['calls']} model calls vs {results['engine']['calls']} "
           f"({1 - results['fused']['calls'] / max(results['engine']['calls'], 1):.1%} fewer), records identical: {same}")
   for name in ("engine", "engine_xla"):
     if name in results and "dense" in results:
-      print(f"records identical ({name}, dense): {results[name]['records'].equals(results['dense']['records'])}")
+      print(f"records identical ({name}, dense): {results[name]['records'] == results['dense']['records']}")
   if not stop_mode:
     small, large = forward_ms(cfg, dcfg, params, 256), forward_ms(cfg, dcfg, params, 8192)
     print(f"denoising forward, batch 8, 64 cached positions: {small:.2f} ms at 256-token slots, {large:.2f} ms at "

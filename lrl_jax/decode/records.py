@@ -92,7 +92,7 @@ def _padded(parts: Sequence[np.ndarray], dtype, fill) -> np.ndarray:
   return out
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)  # __eq__ below compares the arrays
 class DecodedBatch:
   """Records of n prompts in prompt order, padded to the longest; `batch[k]` is the Record of prompt k."""
   prompt_ids: np.ndarray  # [n, P] int32, 0 past prompt_len
@@ -137,11 +137,15 @@ class DecodedBatch:
     """[n] int32: denoising forwards that filled response tokens, per record."""
     return np.asarray([r.num_forwards for r in self], np.int32).reshape(-1)
 
-  def equals(self, other: "DecodedBatch") -> bool:
+  def __eq__(self, other: object) -> bool:
     """Every field equal, exactly (tokens, step maps, counters, flags, log-probs, texts)."""
+    if not isinstance(other, DecodedBatch):
+      return NotImplemented
     same = lambda a, b: (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
     return all(same(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
                if f.name != "text") and self.text == other.text
+
+  __hash__ = None  # arrays: mutable contents
 
   def to_json_records(self, trajectory: bool = True) -> list[dict[str, Any]]:
     """The SPEC §5 JSON records, in prompt order (for the generate and eval output files)."""

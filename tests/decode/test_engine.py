@@ -52,8 +52,8 @@ def test_same_record_whatever_slot_order_and_neighbours(sharp):
   base = _decoder(cfg, dcfg, slots=3).generate(params, PROMPTS, seed=3, with_logprobs=True)
   order = list(reversed(range(len(PROMPTS))))
   runs = {
-      "reversed": _decoder(cfg, dcfg, slots=3).generate(params, [PROMPTS[i] for i in order], seed=3,
-                                                         stream_ids=order, with_logprobs=True)[::-1],
+      "reversed": list(_decoder(cfg, dcfg, slots=3).generate(params, [PROMPTS[i] for i in order], seed=3,
+                                                              stream_ids=order, with_logprobs=True))[::-1],
       "other neighbour": [_decoder(cfg, dcfg, slots=3).generate(params, [p, PROMPTS[0]], seed=3, stream_ids=[i, 99],
                                                                 with_logprobs=True)[0] for i, p in enumerate(PROMPTS)],
       "one slot": _decoder(cfg, dcfg, slots=1).generate(params, PROMPTS, seed=3, with_logprobs=True),
