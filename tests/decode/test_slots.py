@@ -1,5 +1,5 @@
-"""Page allocation of the rollout engine (one shard): `engine._take_pages` and `slots.free_pages` / `release` on a pool of
-8 pages, against hand-computed free stacks and page tables, and a random run against a plain Python stack."""
+"""Page allocation of the rollout engine (one shard): `engine._take_pages` and `slots.free_pages` / `release` on a
+pool of 8 pages, against hand-computed free stacks and page tables, and a random run against a plain Python stack."""
 
 import jax
 import jax.numpy as jnp
