@@ -20,7 +20,8 @@ from absl import flags
 
 from lrl_jax import cli, files
 from lrl_jax.checkpoints import model_files_dir, model_params
-from lrl_jax.decode import Decoder, DecodeConfig, DecodeError, STRATEGIES, default_stop_ids, prompt_capacity
+from lrl_jax.decode import (DecodedBatch, Decoder, DecodeConfig, DecodeError, STRATEGIES, default_stop_ids,
+                             prompt_capacity)
 from lrl_jax.decode.config import ATTN_CHOICES, DTYPES
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.errors import UserError
@@ -28,7 +29,6 @@ from lrl_jax.model import load_config
 from lrl_jax.weights import load_tokenizer
 
 PROG = "python -m lrl_jax.generate"
-TRAJECTORY_FIELDS = ("decoded_ids", "decoded_step_map")
 
 
 class InputError(UserError):
@@ -123,11 +123,11 @@ def read_prompts(path: str, tokenizer, cfg, max_new_tokens: int) -> tuple[list[d
   return rows, prompts
 
 
-def summary(records: list[dict], decode_seconds: float, compile_seconds: float, batch_size: int) -> str:
+def summary(records: DecodedBatch, decode_seconds: float, compile_seconds: float, batch_size: int) -> str:
   """One line: prompts, tokens, TPF (SPEC §6, and commit-inclusive), TPS after compilation."""
-  tokens = sum(len(r["response_ids"]) for r in records)
-  forwards = sum(r["num_forwards"] for r in records)
-  total = sum(r["forwards_total"] for r in records)
+  tokens = int(records.length.sum())
+  forwards = int(records.num_forwards.sum())
+  total = int(records.forwards_total.sum())
   return (f"prompts={len(records)} tokens={tokens} TPF={tokens / max(forwards, 1):.2f} "
           f"TPF_with_commits={tokens / max(total, 1):.2f} TPS={tokens / max(decode_seconds, 1e-9):.1f} "
           f"(decode {decode_seconds:.2f}s after warm-up; compile+warm-up {compile_seconds:.2f}s excluded; "
@@ -165,11 +165,8 @@ def run(args: types.SimpleNamespace) -> str:
   with tqdm(total=len(prompts), unit="prompt", desc="generate", file=sys.stderr) as bar:
     records = decoder.generate(params, prompts, seed=args.seed, with_logprobs=args.with_logprobs, progress=bar)
   out_rows = []
-  for row, rec in zip(rows, records):
+  for row, rec in zip(rows, records.to_json_records(trajectory=args.with_trajectory)):
     rec.setdefault("text", None)
-    if not args.with_trajectory:
-      for key in TRAJECTORY_FIELDS:
-        rec.pop(key)
     out_rows.append({**row, **rec})
   files.write_jsonl(args.output, out_rows)
   return summary(records, decoder.decode_seconds, compile_seconds, args.batch_size)

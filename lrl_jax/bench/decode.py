@@ -19,7 +19,7 @@ from absl import flags
 
 from lrl_jax import cli
 from lrl_jax.bench import shapes
-from lrl_jax.decode import Decoder, DecodeConfig, STRATEGIES
+from lrl_jax.decode import DecodedBatch, Decoder, DecodeConfig, STRATEGIES
 from lrl_jax.decode.config import ATTN_CHOICES, DTYPES
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.model import init_params
@@ -47,12 +47,12 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("no_torch", False, "skip the PyTorch reference", flag_values=fv)
 
 
-def jax_calls(records: list[dict], prompt_len: int, block_size: int) -> int:
+def jax_calls(records: DecodedBatch, prompt_len: int, block_size: int) -> int:
   """Batched model calls of the engine, from the trajectories: equal-length prompts decode their blocks in
   lockstep, so a block costs the most denoising forwards any row spent on it, plus one commit between blocks."""
   per_block: dict[int, int] = {}
   for r in records:
-    steps = np.asarray(r["decoded_step_map"])
+    steps = r.decoded_step_map
     blocks = (np.arange(len(steps)) + prompt_len) // block_size
     for k in np.unique(blocks):
       per_block[k] = max(per_block.get(k, 0), len(np.unique(steps[blocks == k])))
@@ -103,7 +103,7 @@ def bench_batch(args, cfg, dcfg, params, model, batch: int) -> list[dict]:
     times["jax"].append(_timed(run_jax)[0])
     if model is not None:
       times["torch"].append(_timed(run_torch)[0])
-  jax_tokens = [r["response_ids"] for r in records]
+  jax_tokens = [r.response_ids.tolist() for r in records]
   rows = [dict(engine="jax", batch=batch, forwards=jax_calls(records, args.prompt_len, dcfg.block_size),
                tokens=sum(map(len, jax_tokens)), seconds=statistics.median(times["jax"]))]
   if model is not None:
@@ -112,7 +112,7 @@ def bench_batch(args, cfg, dcfg, params, model, batch: int) -> list[dict]:
                      seconds=statistics.median(times["torch"])))
     rows[0]["match"] = match_rate(jax_tokens, torch_tokens)
     p = args.prompt_len
-    rows[0]["step_match"] = match_rate([r["step_map"] for r in records],
+    rows[0]["step_match"] = match_rate([r.step_map.tolist() for r in records],
                                        [ref["step_map"][i, p:p + len(t)].tolist() for i, t in enumerate(torch_tokens)])
   return rows
 

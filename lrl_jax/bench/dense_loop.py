@@ -19,9 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrl_jax.decode import sampling, strategies
+from lrl_jax.decode import records as records_lib, sampling, strategies
 from lrl_jax.decode.config import DecodeConfig
-from lrl_jax.decode.scheduler import make_record
 from lrl_jax.model import PagedKV, forward, logits
 from lrl_jax.model.config import ModelConfig
 
@@ -141,8 +140,9 @@ def decode_batch(params, tokens, prompt_len, end, keys, active, *, cfg: ModelCon
 
 
 def decode(params, cfg: ModelConfig, dcfg: DecodeConfig, prompts: Sequence[Sequence[int]], batch: int,
-           seed: int = 0, prompt_cols: int | None = None) -> tuple[list[dict], Stats]:
-  """Records of `prompts` (each with dcfg.max_new_tokens), decoded `batch` at a time, and the totals."""
+           seed: int = 0, prompt_cols: int | None = None) -> tuple[records_lib.DecodedBatch, Stats]:
+  """Records of `prompts` (each with dcfg.max_new_tokens, in prompt order), decoded `batch` at a time, and the
+  totals."""
   bs = dcfg.block_size
   prompt_cols = prompt_cols or max(len(p) for p in prompts)
   n = -(-(prompt_cols + dcfg.max_new_tokens) // bs) * bs
@@ -162,7 +162,5 @@ def decode(params, cfg: ModelConfig, dcfg: DecodeConfig, prompts: Sequence[Seque
                                       prompt_cols=prompt_cols))
     totals += [out.forwards, out.forwards * batch, out.busy, out.tail]
     for i, p in enumerate(part):
-      row = {"tokens": out.tokens[i], "step_map": out.step_map[i], "logp": out.logp[i], "cur": out.cur[i],
-             "nf": out.nf[i], "commits": out.commits[i]}
-      records.append(make_record(p, row, dcfg.max_new_tokens, dcfg))
-  return records, Stats(time.perf_counter() - start, *(int(x) for x in totals))
+      records.append(records_lib.from_row(p, out, i, dcfg.max_new_tokens, dcfg.block_size, dcfg.stop_ids))
+  return records_lib.DecodedBatch.stack(records), Stats(time.perf_counter() - start, *(int(x) for x in totals))

@@ -38,7 +38,7 @@ from absl import flags
 
 from lrl_jax import cli
 from lrl_jax.bench import shapes
-from lrl_jax.decode import Decoder, DecodeConfig
+from lrl_jax.decode import DecodedBatch, Decoder, DecodeConfig
 from lrl_jax.decode.config import ATTN_CHOICES, DTYPES
 from lrl_jax.errors import UserError
 from lrl_jax.model import PagedKV, forward, init_params
@@ -97,8 +97,8 @@ def run_engine(cfg, dcfg, params, prompts, budget, args, fuse=False) -> dict:
   for i, record in dec.stream(params, prompts, max_new_tokens=budget, on_progress=calls.update):
     records[i] = record
   seconds = time.perf_counter() - start
-  st = dec.stats
-  return dict(seconds=seconds, tokens=sum(len(r["response_ids"]) for r in records), busy=st.busy, rows=st.rows,
+  st, records = dec.stats, DecodedBatch.stack(records)
+  return dict(seconds=seconds, tokens=int(records.length.sum()), busy=st.busy, rows=st.rows,
               calls=st.forwards, tail=calls.seconds / seconds, peak_pages=st.peak_pages,
               held=st.peak_tokens_held, page=dec.scheduler.shape.page_size, records=records)
 
@@ -121,7 +121,7 @@ def run_dense(cfg, dcfg, params, prompts, args) -> dict:
   from lrl_jax.bench import dense_loop
   dense_loop.decode(params, cfg, dcfg, prompts[:args.batch], args.batch, prompt_cols=args.prompt_len)
   records, st = dense_loop.decode(params, cfg, dcfg, prompts, args.batch, prompt_cols=args.prompt_len)
-  return dict(seconds=st.seconds, tokens=sum(len(r["response_ids"]) for r in records), busy=st.busy, rows=st.rows,
+  return dict(seconds=st.seconds, tokens=int(records.length.sum()), busy=st.busy, rows=st.rows,
               calls=st.forwards, tail=st.tail / max(st.forwards, 1), peak_pages=0,
               held=0, page=0, records=records)
 
@@ -212,10 +212,10 @@ def workload(args, cfg):
       f"tokens, up to {args.max_new_tokens} new, ended by the model's own {args.stop_tokens} stop ids")
 
 
-def print_lengths(records: list[dict]) -> None:
-  n = np.asarray([len(r["response_ids"]) for r in records])
+def print_lengths(records: DecodedBatch) -> None:
+  n = records.length
   print(f"response lengths: mean {n.mean():.1f}, median {int(np.median(n))}, max {n.max()}, "
-        f"{int(sum(r['truncated'] for r in records))} of {len(n)} ran to max_new_tokens")
+        f"{int(records.truncated.sum())} of {len(n)} ran to max_new_tokens")
 
 
 def run(args) -> int:

@@ -1,17 +1,19 @@
 """The decoding API every caller uses (trainer, eval, generate, benchmarks): a `Decoder` over the one engine.
 
-`Decoder.stream` yields records as their sequences finish (continuous batching); `Decoder.generate` returns them in
-prompt order. Prompt i samples from stream `stream_ids[i]` (default i) of `seed` and may carry its own budget of new
-tokens; the same prompt and stream give the same record whatever slot, neighbours or arrival order it gets.
+`Decoder.stream` yields typed records as their sequences finish (continuous batching); `Decoder.generate` returns
+them in prompt order as one `DecodedBatch` of numpy arrays. Prompt i samples from stream `stream_ids[i]` (default
+i) of `seed` and may carry its own budget of new tokens; the same prompt and stream give the same record whatever
+slot, neighbours or arrival order it gets.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from lrl_jax.decode import programs, scheduler, slots as slots_lib
 from lrl_jax.decode.config import DecodeConfig, DecodeError
-from lrl_jax.decode.scheduler import Request, make_record
+from lrl_jax.decode.records import DecodedBatch, Record
+from lrl_jax.decode.scheduler import Request
 from lrl_jax.model import attention
 from lrl_jax.model.config import ModelConfig
 
@@ -103,8 +105,8 @@ class Decoder:
 
   def stream(self, params, prompts: Sequence[Sequence[int]], seed: int = 0, stream_ids: Sequence[int] | None = None,
              with_logprobs: bool = False, max_new_tokens: int | Sequence[int] | None = None,
-             on_progress=None, threshold: float | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(prompt index, record) as each sequence finishes; θ = `threshold` (default the DecodeConfig's)."""
+             on_progress=None, threshold: float | None = None) -> Iterator[scheduler.Finished]:
+    """Finished(prompt index, record) as each sequence finishes; θ = `threshold` (default the DecodeConfig's)."""
     if threshold is not None and not 0 <= threshold <= 1:
       raise DecodeError(f"threshold={threshold} must be in [0, 1]")
     requests = self._requests(prompts, stream_ids, max_new_tokens)
@@ -113,15 +115,15 @@ class Decoder:
   def generate(self, params, prompts: Sequence[Sequence[int]], seed: int = 0,
                stream_ids: Sequence[int] | None = None, with_logprobs: bool = False,
                progress: Iterable | None = None, max_new_tokens: int | Sequence[int] | None = None,
-               threshold: float | None = None) -> list[dict[str, Any]]:
-    """One record per prompt, in prompt order; `progress` (a tqdm bar) is advanced per finished record."""
-    records: list[dict[str, Any] | None] = [None] * len(prompts)
+               threshold: float | None = None) -> DecodedBatch:
+    """The records of every prompt, in prompt order; `progress` (a tqdm bar) is advanced per finished record."""
+    records: list[Record | None] = [None] * len(prompts)
     for i, record in self.stream(params, prompts, seed, stream_ids, with_logprobs, max_new_tokens,
                                  threshold=threshold):
       records[i] = record
       if progress is not None:
         progress.update(1)
-    return records
+    return DecodedBatch.stack(records)
 
   def warm_up(self, params, prompts: Sequence[Sequence[int]] = ()) -> None:
     """Compile every engine program a run can use, so timed calls measure decoding only."""
@@ -129,4 +131,4 @@ class Decoder:
     self.scheduler.warm_up(params)
 
 
-__all__ = ["Decoder", "engine_shape", "make_record", "prompt_capacity"]
+__all__ = ["Decoder", "DecodedBatch", "Record", "engine_shape", "prompt_capacity"]

@@ -34,6 +34,22 @@ class Stats(NamedTuple):
   overflow: jax.Array  # a slot needs more pages than the compiled page-table bucket
 
 
+class Grant(NamedTuple):
+  """Pages taken from the free stack: the pool and slots after it, and which slots got what they asked [S] bool."""
+  pool: Pool
+  slots: Slots
+  granted: jax.Array
+
+
+class Step(NamedTuple):
+  """One forward of every slot: the state after it and [S] busy slots, and whether a slot stalled or overflowed."""
+  slots: Slots
+  pool: Pool
+  busy: jax.Array
+  stalled: jax.Array
+  overflow: jax.Array
+
+
 def _rows(x, start, size):
   """Per-row windows x[s, start[s]:start[s]+size] of a [S, n, ...] array."""
   return jax.vmap(lambda r, s: jax.lax.dynamic_slice_in_dim(r, s, size))(x, start)
@@ -43,11 +59,10 @@ def _put(x, update, start):
   return jax.vmap(lambda r, u, s: jax.lax.dynamic_update_slice_in_dim(r, u, s, 0))(x, update, start)
 
 
-def _take_pages(pool: Pool, slots: Slots, need: jax.Array, shape: EngineShape):
-  """Grant each slot `need` [S] more pages from the free stack, in slot order while pages last.
-
-  Returns (pool, slots, granted [S] bool); a slot that is not granted keeps its pages and takes none.
-  """
+def _take_pages(pool: Pool, slots: Slots, need: jax.Array, shape: EngineShape) -> Grant:
+  """Grant each slot `need` [S] more pages from the free stack, in slot order while pages last: the first slot whose
+  need no longer fits and every later one take none (and keep their pages); each granted slot takes the top `need`
+  ids of the stack, appended to its page table."""
   upto = -(-shape.window // shape.page_size) + 1  # a window spans at most this many new pages
   num_free = pool.num_free[0]
   granted = (need == 0) | (jnp.cumsum(need) <= num_free)
@@ -59,7 +74,7 @@ def _take_pages(pool: Pool, slots: Slots, need: jax.Array, shape: EngineShape):
   col = jnp.where(take, slots.num_pages[:, None] + j[None, :], shape.max_pages)  # out of range: dropped
   table = jax.vmap(lambda t, c, v: t.at[c].set(v, mode="drop"))(slots.page_table, col, ids)
   pool = pool._replace(num_free=pool.num_free - need.sum().astype(jnp.int32))
-  return pool, slots._replace(page_table=table, num_pages=slots.num_pages + need), granted
+  return Grant(pool, slots._replace(page_table=table, num_pages=slots.num_pages + need), granted)
 
 
 def _write_kv(pool: Pool, kv, slots: Slots, pos, write, shape: EngineShape) -> Pool:
@@ -99,8 +114,8 @@ def _candidates(params, cfg: ModelConfig, dcfg: DecodeConfig, hidden, keys):
 
 
 def _forward_step(params, slots: Slots, pool: Pool, threshold: jax.Array, *, cfg: ModelConfig, dcfg: DecodeConfig,
-                  shape: EngineShape, bucket: int):
-  """One model call for all slots; returns (slots, pool, busy slots [S] bool, stalled, overflow)."""
+                  shape: EngineShape, bucket: int) -> Step:
+  """One model call for all slots."""
   bs, w, ps = dcfg.block_size, shape.window, shape.page_size
   active = slots.status == ACTIVE
   w0 = slots.committed
@@ -155,7 +170,7 @@ def _forward_step(params, slots: Slots, pool: Pool, threshold: jax.Array, *, cfg
       status=jnp.where(stops, DONE, slots.status))
   pool, slots = free_pages(pool, slots, stops)  # a finished sequence needs no cache: its pages return at once
   busy = working | commit.any(-1)
-  return slots, pool, busy, (active & ~granted).any(), overflow.any()
+  return Step(slots, pool, busy, (active & ~granted).any(), overflow.any())
 
 
 def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.Array, threshold: jax.Array, *,
@@ -175,9 +190,8 @@ def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.A
 
   def body(carry):
     slots, pool, st = carry
-    slots, pool, busy, stalled, overflow = _forward_step(params, slots, pool, threshold, cfg=cfg, dcfg=dcfg,
-                                                         shape=shape, bucket=bucket)
-    return slots, pool, Stats(st.forwards + 1, st.rows + busy.shape[0], st.busy + busy.sum().astype(jnp.int32),
-                              stalled, overflow)
+    step = _forward_step(params, slots, pool, threshold, cfg=cfg, dcfg=dcfg, shape=shape, bucket=bucket)
+    return step.slots, step.pool, Stats(st.forwards + 1, st.rows + step.busy.shape[0],
+                                        st.busy + step.busy.sum().astype(jnp.int32), step.stalled, step.overflow)
 
   return jax.lax.while_loop(cond, body, init)

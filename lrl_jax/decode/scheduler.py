@@ -11,13 +11,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrl_jax.decode import programs, slots as slots_lib
+from lrl_jax.decode import programs, records, slots as slots_lib
 from lrl_jax.decode.config import DecodeConfig, DecodeError
 from lrl_jax.model.config import ModelConfig
 
@@ -28,6 +28,18 @@ class Request(NamedTuple):
   stream: int
   max_new_tokens: int
   index: int
+
+
+class Admission(NamedTuple):
+  """A queued request placed into a global slot."""
+  slot: int
+  request: Request
+
+
+class Finished(NamedTuple):
+  """A finished sequence as `Scheduler.run` yields it: the caller's request index and the record."""
+  index: int
+  record: records.Record
 
 
 @dataclasses.dataclass
@@ -56,40 +68,6 @@ def stream_keys(base: jax.Array, streams: jax.Array) -> jax.Array:
 
 def next_pow2(n: int) -> int:
   return 1 << max(0, int(n) - 1).bit_length()
-
-
-def first_stop(ids: np.ndarray, stop_ids: Sequence[int]) -> int | None:
-  """Index of the first stop id in ids, or None."""
-  hits = np.flatnonzero(np.isin(ids, list(stop_ids))) if stop_ids else []
-  return int(hits[0]) if len(hits) else None
-
-
-def make_record(prompt: Sequence[int], row: dict[str, np.ndarray], max_new_tokens: int, dcfg: DecodeConfig,
-                tokenizer=None, with_logprobs: bool = False) -> dict[str, Any]:
-  """The SPEC §5 record of a finished slot's row (tokens/step_map/logp through the end of its last block)."""
-  p = len(prompt)
-  decoded_end = int(row["cur"]) + dcfg.block_size
-  decoded = row["tokens"][p:decoded_end]
-  decoded_steps = row["step_map"][p:decoded_end]
-  limit = min(max_new_tokens, len(decoded))
-  stop = first_stop(decoded[:limit], dcfg.stop_ids)
-  length = limit if stop is None else stop + 1
-  response, steps = decoded[:length], decoded_steps[:length]
-  record = {
-      "prompt_ids": [int(t) for t in prompt],
-      "response_ids": response.tolist(),
-      "step_map": steps.tolist(),
-      "num_forwards": int(len(np.unique(steps))),
-      "forwards_total": int(row["nf"] + row["commits"]),
-      "truncated": stop is None,
-      "decoded_ids": decoded.tolist(),
-      "decoded_step_map": decoded_steps.tolist(),
-  }
-  if tokenizer is not None:
-    record["text"] = tokenizer.decode(record["response_ids"], skip_special_tokens=True)
-  if with_logprobs:
-    record["logprobs"] = row["logp"][p:p + length].tolist()
-  return record
 
 
 class Scheduler:
@@ -182,9 +160,9 @@ class Scheduler:
 
   def run(self, params, requests: Iterable[Request], seed: int, tokenizer=None, with_logprobs: bool = False,
           on_progress: Callable[[dict], None] | None = None,
-          threshold: float | None = None) -> Iterator[tuple[int, dict]]:
-    """Decode every request at θ = `threshold` (default the config's); yields (request.index, record) as each
-    sequence finishes. The slots and KV pool live for the run only (unless `keep_state`)."""
+          threshold: float | None = None) -> Iterator[Finished]:
+    """Decode every request at θ = `threshold` (default the config's); yields Finished(request.index, record) as
+    each sequence finishes. The slots and KV pool live for the run only (unless `keep_state`)."""
     queue = collections.deque(requests)
     for r in queue:
       self.check(r)
@@ -192,7 +170,7 @@ class Scheduler:
     base = jax.random.key(seed)
     slots, pool = self._state()
     self._slots = self._pool = None  # the run's locals own the (donated) state from here on
-    live = _Live(self.shape)
+    live = Live(self.shape)
     free_pages = np.full(self.shape.shards, self.shape.pages)
     num_pages = np.zeros(self.total, np.int32)
     start, finished, tokens0 = time.perf_counter(), 0, self.stats.tokens
@@ -210,11 +188,11 @@ class Scheduler:
         slots, pool = self.programs.release(slots, pool, jnp.asarray(status == slots_lib.DONE))
         for i, slot in enumerate(done):
           req = live.pop(int(slot))
-          row = {k: v[i] for k, v in rows._asdict().items()}
-          record = make_record(req.prompt, row, req.max_new_tokens, self.dcfg, tokenizer, with_logprobs)
-          self.stats.tokens += len(record["response_ids"])
+          record = records.from_row(req.prompt, rows, i, req.max_new_tokens, self.dcfg.block_size,
+                                    self.dcfg.stop_ids, tokenizer, with_logprobs)
+          self.stats.tokens += record.length
           finished += 1
-          yield req.index, record
+          yield Finished(req.index, record)
       for shard in np.flatnonzero(st.stalled):
         slots, pool = self._preempt(slots, pool, queue, live, int(shard))
         free_pages = np.asarray(jax.device_get(pool.num_free))
@@ -234,22 +212,9 @@ class Scheduler:
     out[:len(rows)] = rows
     return out
 
-  def _admit(self, slots, queue, live: "_Live", free_pages: np.ndarray, base):
-    """Move queued requests into empty slots, each into the shard with the most free pages that can hold its
-    prompt (keeping one page of growth room per live sequence)."""
-    budget = free_pages.astype(np.int64) - live.per_shard()
-    chosen: list[tuple[int, Request]] = []
-    while queue:
-      need = self._prompt_pages(queue[0]) + 1
-      order = sorted(range(self.shape.shards), key=lambda k: -budget[k])
-      shard = next((k for k in order if live.empty_in(k) and (budget[k] >= need or not live.in_shard(k))), None)
-      if shard is None:
-        break
-      slot = live.empty_in(shard)[0]
-      budget[shard] -= need
-      req = queue.popleft()
-      live.add(slot, req)
-      chosen.append((slot, req))
+  def _admit(self, slots, queue, live: "Live", free_pages: np.ndarray, base):
+    """Move queued requests into empty slots (`plan_admissions`) and start them on the devices."""
+    chosen = plan_admissions(queue, live, free_pages, self._prompt_pages)
     if not chosen:
       return slots
     n = next_pow2(len(chosen))
@@ -264,14 +229,13 @@ class Scheduler:
     keys = stream_keys(base, jnp.asarray(streams))
     return self._admit_rows(slots, rows, tokens, prompt_len, end, keys)
 
-  def _preempt(self, slots, pool, queue, live: "_Live", shard: int):
+  def _preempt(self, slots, pool, queue, live: "Live", shard: int):
     """A shard's pool ran out: send its latest-admitted live sequence back to the front of the queue."""
-    mine = live.in_shard(shard)
-    if len(mine) <= 1:
+    victim = live.latest(shard)
+    if victim is None:
       raise DecodeError(f"rollout pool of {self.shape.pages} pages x {self.shape.page_size} tokens per shard "
                         f"(pool_tokens={self._pool_tokens()}) is too small for one sequence: "
                         "raise pool_tokens")
-    victim = max(mine, key=lambda k: (live.admitted_at[k], k))
     which = np.zeros(self.total, bool)
     which[victim] = True
     slots, pool = self.programs.release(slots, pool, jnp.asarray(which))
@@ -290,7 +254,32 @@ class Scheduler:
       self.stats.peak_tokens_held = int(committed[status == slots_lib.ACTIVE].sum())
 
 
-class _Live:
+def plan_admissions(queue: collections.deque, live: "Live", free_pages: np.ndarray,
+                    prompt_pages: Callable[[Request], int]) -> list[Admission]:
+  """Pop queued requests, in queue order, into empty slots (recorded in `live`); returns them in that order.
+
+  Each shard's budget is its free pages [shards] less one page of growth room per live sequence. The head of the
+  queue needs its prompt's pages + 1 and goes to the first empty slot of the shard with the largest budget (ties: the
+  lower shard) that has an empty slot and room for it, or that holds no live sequence (an empty shard always takes
+  one). Admission stops at the first request that fits nowhere: no later request overtakes it.
+  """
+  budget = free_pages.astype(np.int64) - live.per_shard()
+  chosen: list[Admission] = []
+  while queue:
+    need = prompt_pages(queue[0]) + 1
+    order = sorted(range(live.shape.shards), key=lambda k: -budget[k])
+    shard = next((k for k in order if live.empty_in(k) and (budget[k] >= need or not live.in_shard(k))), None)
+    if shard is None:
+      break
+    slot = live.empty_in(shard)[0]
+    budget[shard] -= need
+    req = queue.popleft()
+    live.add(slot, req)
+    chosen.append(Admission(slot, req))
+  return chosen
+
+
+class Live:
   """Which request occupies which global slot, and when it was admitted (the preemption order)."""
 
   def __init__(self, shape: slots_lib.EngineShape):
@@ -314,6 +303,11 @@ class _Live:
   def empty_in(self, shard: int) -> list[int]:
     base = shard * self.shape.slots
     return [s for s in range(base, base + self.shape.slots) if s not in self.occupant]
+
+  def latest(self, shard: int) -> int | None:
+    """The slot of the shard's latest-admitted sequence (the one to preempt), None with fewer than two live."""
+    mine = self.in_shard(shard)
+    return max(mine, key=lambda k: (self.admitted_at[k], k)) if len(mine) > 1 else None
 
   def per_shard(self) -> np.ndarray:
     out = np.zeros(self.shape.shards, np.int64)

@@ -224,7 +224,8 @@ def evaluate_point(params, ckpt: Checkpoint, decoder: Decoder, dcfg: DecodeConfi
     bar.set_postfix_str("compiling")
     decoder.warm_up(params, prompts)
     seconds = decoder.decode_seconds
-    records = decoder.generate(params, prompts, seed=plan.seed, progress=bar, threshold=dcfg.threshold)
+    records = decoder.generate(params, prompts, seed=plan.seed, progress=bar,
+                               threshold=dcfg.threshold).to_json_records(trajectory=False)
     seconds = decoder.decode_seconds - seconds
     cut = [is_truncated(len(r["response_ids"]), dcfg.max_new_tokens) for r in records]
     with tqdm(total=len(records), desc="judge", unit="resp", leave=False, disable=not progress) as jbar:

@@ -12,6 +12,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from lrl_jax.decode.records import Record
 from lrl_jax.rl import losses, rows
 
 
@@ -45,17 +46,16 @@ def length_buckets(max_length: int, block_size: int, multiple: int = 0) -> list[
   return out
 
 
-def training_rows(records: Sequence[dict], advantages: np.ndarray, correct: np.ndarray, *, mode: str,
+def training_rows(records: Sequence[Record], advantages: np.ndarray, correct: np.ndarray, *, mode: str,
                   block_size: int, shrink: int, pad_id: int, row_multiple: int, len_multiple: int = 0,
                   max_len: int | None = None) -> Rows:
   """Rows of every record (SPEC §7.1 `mode`), padded to [multiple of row_multiple, max_len] (default: the bucketed
-  length of the longest record)."""
+  length of the longest record); `records` is a list of Records or a DecodedBatch."""
   seq_rows, tokens = [], []
   for r in records:
-    step_map = np.asarray(r["decoded_step_map"], np.int64)
-    seq_rows.append(rows.sequence_rows(mode, len(r["prompt_ids"]), step_map, len(r["response_ids"]), block_size,
-                                       shrink))
-    tokens.append(np.asarray(r["prompt_ids"] + r["decoded_ids"], np.int32))
+    seq_rows.append(rows.sequence_rows(mode, len(r.prompt_ids), r.decoded_step_map.astype(np.int64), r.length,
+                                       block_size, shrink))
+    tokens.append(np.concatenate([r.prompt_ids, r.decoded_ids]).astype(np.int32))
   total = sum(n.shape[0] for n, _ in seq_rows)
   num_rows = max(row_multiple, -(-total // row_multiple) * row_multiple)
   if max_len is None:
@@ -66,10 +66,10 @@ def training_rows(records: Sequence[dict], advantages: np.ndarray, correct: np.n
     return Rows(batch, zeros, zeros, np.zeros(batch.tokens.shape, np.float32))
   sampler = np.zeros(batch.tokens.shape, np.float32)
   for i, k in enumerate(batch.row_to_seq):
-    if k < 0:
+    if k < 0 or records[k].logprobs is None:
       continue
-    p = len(records[k]["prompt_ids"])
-    lp = np.asarray(records[k].get("logprobs", []), np.float32)
+    p = len(records[k].prompt_ids)
+    lp = records[k].logprobs
     sampler[i, p:p + len(lp)] = lp
   sampler = np.where(batch.scored, sampler, 0.0)
   return Rows(batch, rows.per_row(np.asarray(advantages, np.float32), batch.row_to_seq),

@@ -20,11 +20,11 @@ MAX_EXTRA_ROUNDS = 3
 
 class Round(NamedTuple):
   """Judged responses of one rollout round, flat over responses [n]; responses of one prompt share a `group` id."""
-  group: np.ndarray
-  records: list
-  data: list
-  correct: np.ndarray
-  tpf: np.ndarray
+  group: np.ndarray  # [n] int
+  records: list  # [n] the responses (the trainer's rollout.Response, each with its typed Record where decoded)
+  data: list  # [n] the dataset item each response answers (judged against)
+  correct: np.ndarray  # [n] float: correctness (code: pass rate)
+  tpf: np.ndarray  # [n] float: tokens per forward
 
 
 def rollout_seed(seed: int, step: int, round_index: int) -> int:

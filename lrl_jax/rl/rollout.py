@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from lrl_jax.data import CodeRecord
+from lrl_jax.decode import Record
 from lrl_jax.rewards import is_truncated
 
 _END = None
@@ -24,7 +25,7 @@ _END = None
 
 class Rollout(NamedTuple):
   """Records (prompt order), correctness [n] (code: pass rate) and the step's timing metrics."""
-  records: list[dict[str, Any]]
+  records: list[Record]
   correct: np.ndarray
   timings: dict[str, float]
 
@@ -35,12 +36,11 @@ class Response(NamedTuple):
   forwards: int  # denoising forwards it took
   truncated: bool
   row_length: int  # prompt + decoded tokens: the length of its training rows
-  record: dict[str, Any] | None
+  record: Record | None
 
 
-def _summary(record: dict[str, Any]) -> tuple[int, int, bool, int]:
-  return (len(record["response_ids"]), int(record["num_forwards"]), bool(record["truncated"]),
-          len(record["prompt_ids"]) + len(record["decoded_ids"]))
+def _summary(record: Record) -> tuple[int, int, bool, int]:
+  return record.length, record.num_forwards, record.truncated, record.row_length
 
 
 def gather(local: Rollout, allgather: Callable[[Any], list], me: int = 0) -> tuple[list[Response], np.ndarray]:
@@ -73,8 +73,8 @@ def _judge_loop(judge, data: Sequence, max_new: int, inbox: "queue.Queue", score
       continue
     start = time.perf_counter()
     try:
-      results = judge.score([data[i] for i, _ in batch], [r["text"] for _, r in batch],
-                            [is_truncated(len(r["response_ids"]), max_new) for _, r in batch])
+      results = judge.score([data[i] for i, _ in batch], [r.text for _, r in batch],
+                            [is_truncated(r.length, max_new) for _, r in batch])
     except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
       errors.append(e)
       continue
@@ -92,7 +92,7 @@ def decode_and_judge(decoder, params, prompts: Sequence[Sequence[int]], data: Se
   if n == 0:
     return Rollout([], np.zeros(0, np.float64), {"time_decode": 0.0, "time_judge": 0.0, "time_judge_wait": 0.0,
                                                  "judge_overlap": 1.0})
-  records: list[dict[str, Any] | None] = [None] * n
+  records: list[Record | None] = [None] * n
   scores = np.zeros(n, np.float64)
   inbox: queue.Queue = queue.Queue()
   busy, errors = [0.0], []

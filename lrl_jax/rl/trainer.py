@@ -30,7 +30,7 @@ from lrl_jax import wiring
 from lrl_jax.checkpoints import FINAL_DIR, MODEL_FILES_DIR, Checkpoints, export_hf_dir, write_final_dir
 from lrl_jax.data import templates
 from lrl_jax.data.sampler import PromptSampler
-from lrl_jax.decode import Decoder
+from lrl_jax.decode import DecodedBatch, Decoder
 from lrl_jax.defaults import ConfigValueError
 from lrl_jax.evaluation import aggregate
 from lrl_jax.evaluation import aup as aup_lib
@@ -240,11 +240,11 @@ class Trainer:
             flush=True)
     return rollout.gather(out, multihost.allgather, multihost.index())
 
-  def score(self, records: list[dict], data: list) -> np.ndarray:
+  def score(self, records: DecodedBatch, data: list) -> np.ndarray:
     """Correctness [n] (float; code: pass rate) of responses; truncated responses are wrong (SPEC §7.2)."""
     max_new = self.decoder.dcfg.max_new_tokens
-    truncated = [is_truncated(len(r["response_ids"]), max_new) for r in records]
-    results = self.judge.score(data, [r["text"] for r in records], truncated)
+    truncated = [is_truncated(int(n), max_new) for n in records.length]
+    results = self.judge.score(data, list(records.text), truncated)
     return np.asarray([s["pass_rate"] for s in results], np.float64)
 
   def evaluate(self, params, thresholds) -> dict[str, Any]:
@@ -261,8 +261,8 @@ class Trainer:
       records = self._eval_decoder.generate(rollout_params, self.eval_prompts[mine],
                                             stream_ids=range(mine.start, mine.stop), threshold=th)
       correct = self.score(records, self.eval_records[mine]) >= 1.0
-      rows = [{"correct": bool(ok), "response_length": len(r["response_ids"]), "num_forwards": r["num_forwards"],
-               "forwards_total": r["forwards_total"], "truncated": r["truncated"]} for r, ok in zip(records, correct)]
+      rows = [{"correct": bool(ok), "response_length": r.length, "num_forwards": r.num_forwards,
+               "forwards_total": r.forwards_total, "truncated": r.truncated} for r, ok in zip(records, correct)]
       summary = aggregate.summarize([row for part in multihost.allgather(rows) for row in part])
       points.append({"threshold": th, **summary})
     del rollout_params

@@ -2,7 +2,10 @@
 
 import re
 
+import numpy as np
+
 from lrl_jax.bench import decode
+from lrl_jax.decode import DecodedBatch, Record
 
 TINY = ["--layers=2", "--hidden=64", "--heads=4", "--kv_heads=2", "--head_dim=16", "--intermediate=128", "--vocab=128",
         "--block_size=4", "--prompt_len=6", "--max_new_tokens=7", "--reps=1"]
@@ -21,5 +24,6 @@ def test_bench_decode_tiny(capsys):
 
 def test_jax_calls_from_trajectories():
   """Two rows, prompt 2, block 4: block 0 costs max(1, 2) forwards, block 1 max(2, 1), plus one commit."""
-  records = [{"decoded_step_map": [0, 0, 1, 1, 2, 2]}, {"decoded_step_map": [0, 1, 2, 3, 3, 3]}]
+  records = DecodedBatch.stack([Record(np.asarray([7, 8], np.int32), np.zeros(6, np.int32), np.asarray(steps, np.int32),
+                                        6, 0, True) for steps in ([0, 0, 1, 1, 2, 2], [0, 1, 2, 3, 3, 3])])
   assert decode.jax_calls(records, prompt_len=2, block_size=4) == 2 + 2 + 1

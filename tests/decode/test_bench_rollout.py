@@ -80,7 +80,7 @@ def test_dense_loop_records_equal_the_engines(greedy, stops):
   engine = Decoder(cfg, dcfg, batch_size=3, max_prompt_len=16, forwards_per_call=5).generate(params, prompts)
   dense, st = dense_loop.decode(params, cfg, dcfg, prompts, 4)
   assert dense == engine
-  assert {r["truncated"] for r in dense} == {True, False}
+  assert set(dense.truncated.tolist()) == {True, False}
   assert st.forwards > 0 and 0 < st.busy <= st.rows == 4 * st.forwards and 0 <= st.tail <= st.forwards
 
 

@@ -28,8 +28,8 @@ def _check_against_reference(sharp, dcfg, prompts=PROMPTS):
                                      strategy=dcfg.strategy, threshold=dcfg.threshold,
                                      max_new_tokens=dcfg.max_new_tokens, stop_ids=dcfg.stop_ids,
                                      mask_id=cfg.mask_token_id, entropy_budget=dcfg.entropy_budget)
-    assert rec["response_ids"] == ids and rec["step_map"] == steps, prompt
-    assert rec["num_forwards"] == len(set(steps))
+    assert rec.response_ids.tolist() == ids and rec.step_map.tolist() == steps, prompt
+    assert rec.num_forwards == len(set(steps))
   return records
 
 
@@ -42,20 +42,20 @@ def test_greedy_matches_uncached_reference(sharp, strategy, threshold, block_siz
   dcfg = DecodeConfig(block_size=block_size, steps=block_size // 2, strategy=strategy, threshold=threshold,
                       greedy=True, max_new_tokens=13, entropy_budget=2.0)
   records = _check_against_reference(sharp, dcfg)
-  assert all(len(r["response_ids"]) == 13 and r["truncated"] for r in records)
+  assert all(r.length == 13 and r.truncated for r in records)
 
 
 def test_stop_id_mid_block(sharp):
   cfg, params, _, _ = sharp
   base = DecodeConfig(block_size=4, greedy=True, max_new_tokens=16, threshold=0.5)
-  free = Decoder(cfg, base, batch_size=4).generate(params, PROMPTS[:1])[0]["response_ids"]
+  free = Decoder(cfg, base, batch_size=4).generate(params, PROMPTS[:1])[0].response_ids.tolist()
   # a token whose first occurrence is not the last position of its block
   stop = next(t for j, t in enumerate(free) if (len(PROMPTS[0]) + j) % 4 < 3 and t not in free[:j])
   dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=16, threshold=0.5, stop_ids=(stop,))
   rec = _check_against_reference(sharp, dcfg, PROMPTS[:1])[0]
-  assert rec["response_ids"][-1] == stop and not rec["truncated"] and len(rec["response_ids"]) < 16
+  assert rec.response_ids[-1] == stop and not rec.truncated and rec.length < 16
   # the whole block holding the stop was decoded; what follows the stop is kept only in decoded_ids
-  assert len(rec["decoded_ids"]) > len(rec["response_ids"])
+  assert len(rec.decoded_ids) > rec.length
 
 
 def test_batch_invariance_greedy_and_sampled(sharp):
@@ -67,16 +67,16 @@ def test_batch_invariance_greedy_and_sampled(sharp):
     for i, prompt in enumerate(PROMPTS):
       alone = Decoder(cfg, dcfg, batch_size=2).generate(params, [prompt], seed=3, stream_ids=[i],
                                                        with_logprobs=True)[0]
-      assert alone["response_ids"] == together[i]["response_ids"]
-      assert alone["step_map"] == together[i]["step_map"]
-      np.testing.assert_allclose(alone["logprobs"], together[i]["logprobs"], atol=1e-5)
+      assert alone.response_ids.tolist() == together[i].response_ids.tolist()
+      assert alone.step_map.tolist() == together[i].step_map.tolist()
+      np.testing.assert_allclose(alone.logprobs, together[i].logprobs, atol=1e-5)
 
 
 def test_group_members_differ_at_temperature_one(sharp):
   cfg, params, _, _ = sharp
   dcfg = DecodeConfig(block_size=4, temperature=1.0, max_new_tokens=12)
   records = Decoder(cfg, dcfg, batch_size=8).generate(params, [PROMPTS[1]] * 8, seed=0)
-  assert len({tuple(r["response_ids"]) for r in records}) >= 6
+  assert len({tuple(r.response_ids.tolist()) for r in records}) >= 6
 
 
 def test_sampling_distribution_matches_softmax(sharp):
@@ -88,7 +88,7 @@ def test_sampling_distribution_matches_softmax(sharp):
   n = 2000
   dcfg = DecodeConfig(block_size=4, strategy="sequential", temperature=1.0, max_new_tokens=1)
   records = Decoder(cfg, dcfg, batch_size=500).generate(params, [prompt] * n, seed=1)
-  counts = np.bincount([r["response_ids"][0] for r in records], minlength=cfg.vocab_size) / n
+  counts = np.bincount([int(r.response_ids[0]) for r in records], minlength=cfg.vocab_size) / n
   block = jnp.asarray([prompt + [cfg.mask_token_id] * 4])
   h, _ = forward(params, cfg, block, jnp.arange(8)[None])
   lg = logits(params, cfg, h)[0, 4].at[cfg.mask_token_id].set(-jnp.inf)
@@ -104,13 +104,13 @@ def test_hand_computed_step_map_and_tpf(sharp):
   cfg, params, _, _ = sharp
   dcfg = DecodeConfig(block_size=4, steps=2, strategy="sequential", greedy=True, max_new_tokens=8)
   rec = Decoder(cfg, dcfg, batch_size=1).generate(params, [[5, 6, 7, 8]])[0]
-  assert rec["step_map"] == [0, 0, 1, 1, 2, 2, 3, 3]
-  assert rec["num_forwards"] == 4 and len(rec["response_ids"]) / rec["num_forwards"] == 2.0
-  assert rec["forwards_total"] == 4 + 1  # one commit between the two blocks; the last block is not committed
+  assert rec.step_map.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+  assert rec.num_forwards == 4 and rec.length / rec.num_forwards == 2.0
+  assert rec.forwards_total == 4 + 1  # one commit between the two blocks; the last block is not committed
   # partial first block: prompt of 3 leaves 1 masked position, then one full block; 5 tokens, 1 + 2 forwards
   rec = Decoder(cfg, DecodeConfig(block_size=4, steps=2, strategy="sequential", greedy=True, max_new_tokens=5),
                 batch_size=1).generate(params, [[5, 6, 7]])[0]
-  assert rec["step_map"] == [0, 1, 1, 2, 2] and rec["num_forwards"] == 3
+  assert rec.step_map.tolist() == [0, 1, 1, 2, 2] and rec.num_forwards == 3
 
 
 def _spec_counts(prompt_len, block_size, steps, budget):
@@ -143,12 +143,12 @@ def test_partly_filled_first_block_follows_spec_schedule(sharp, strategy):
   records = Decoder(cfg, dcfg, batch_size=4).generate(params, B8_PROMPTS, max_new_tokens=budgets)
   for prompt, budget, rec in zip(B8_PROMPTS, budgets, records):
     counts = _spec_counts(len(prompt), 8, 4, budget)
-    got = [rec["step_map"].count(f) for f in range(max(rec["step_map"]) + 1)]
+    got = [rec.step_map.tolist().count(f) for f in range(max(rec.step_map.tolist()) + 1)]
     assert got == counts, (prompt, got, counts)
-    assert rec["num_forwards"] == len(counts)
+    assert rec.num_forwards == len(counts)
     if strategy == "sequential":
-      assert rec["step_map"] == sorted(rec["step_map"])
-  assert records[0]["num_forwards"] == 3 + 4 + 4  # 11 forwards, as the authors' decoders; 12 before the fix
+      assert rec.step_map.tolist() == sorted(rec.step_map.tolist())
+  assert records[0].num_forwards == 3 + 4 + 4  # 11 forwards, as the authors' decoders; 12 before the fix
 
 
 def test_no_recompile_after_warmup(sharp):

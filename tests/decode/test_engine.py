@@ -40,7 +40,7 @@ def test_fewer_slots_than_prompts_matches_reference(sharp, fuse):
   for prompt, rec in zip(PROMPTS, records):
     ids, steps, _ = reference_decode(model, prompt, block_size=4, steps=2, strategy=dcfg.strategy, threshold=0.5,
                                      max_new_tokens=13, stop_ids=(17,), mask_id=cfg.mask_token_id)
-    assert rec["response_ids"] == ids and rec["step_map"] == steps, prompt
+    assert rec.response_ids.tolist() == ids and rec.step_map.tolist() == steps, prompt
 
 
 def test_same_record_whatever_slot_order_and_neighbours(sharp):
@@ -52,18 +52,19 @@ def test_same_record_whatever_slot_order_and_neighbours(sharp):
   base = _decoder(cfg, dcfg, slots=3).generate(params, PROMPTS, seed=3, with_logprobs=True)
   order = list(reversed(range(len(PROMPTS))))
   runs = {
-      "reversed": _decoder(cfg, dcfg, slots=3).generate(params, [PROMPTS[i] for i in order], seed=3,
-                                                         stream_ids=order, with_logprobs=True)[::-1],
+      "reversed": list(_decoder(cfg, dcfg, slots=3).generate(params, [PROMPTS[i] for i in order], seed=3,
+                                                              stream_ids=order, with_logprobs=True))[::-1],
       "other neighbour": [_decoder(cfg, dcfg, slots=3).generate(params, [p, PROMPTS[0]], seed=3, stream_ids=[i, 99],
                                                                 with_logprobs=True)[0] for i, p in enumerate(PROMPTS)],
       "one slot": _decoder(cfg, dcfg, slots=1).generate(params, PROMPTS, seed=3, with_logprobs=True),
       "fused": _decoder(cfg, dcfg, slots=3, fuse=True).generate(params, PROMPTS, seed=3, with_logprobs=True),
   }
-  assert len({tuple(r["response_ids"]) for r in base}) == len(PROMPTS)
+  assert len({tuple(r.response_ids.tolist()) for r in base}) == len(PROMPTS)
   for name, records in runs.items():
     for want, got in zip(base, records):
-      assert got["response_ids"] == want["response_ids"] and got["step_map"] == want["step_map"], name
-      np.testing.assert_allclose(got["logprobs"], want["logprobs"], atol=1e-5, err_msg=name)
+      assert got.response_ids.tolist() == want.response_ids.tolist(), name
+      assert got.step_map.tolist() == want.step_map.tolist(), name
+      np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5, err_msg=name)
 
 
 def test_preemption_under_a_small_pool_gives_identical_records(sharp):
@@ -77,8 +78,8 @@ def test_preemption_under_a_small_pool_gives_identical_records(sharp):
   tight = small.generate(params, prompts, seed=7, with_logprobs=True)
   assert small.stats.preemptions > 0
   for want, got in zip(free, tight):
-    assert got["response_ids"] == want["response_ids"] and got["step_map"] == want["step_map"]
-    np.testing.assert_allclose(got["logprobs"], want["logprobs"], atol=1e-5)
+    assert got.response_ids.tolist() == want.response_ids.tolist() and got.step_map.tolist() == want.step_map.tolist()
+    np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
   pool = small.scheduler._pool
   assert int(pool.num_free.sum()) == small.scheduler.shape.pages
   assert sorted(np.asarray(pool.free).tolist()) == list(range(small.scheduler.shape.pages))  # each page once
@@ -104,7 +105,7 @@ def test_per_request_budgets(sharp):
   for prompt, budget, rec in zip(PROMPTS, budgets, records):
     ids, steps, _ = reference_decode(model, prompt, block_size=4, steps=4, strategy=dcfg.strategy, threshold=0.5,
                                      max_new_tokens=budget, stop_ids=(), mask_id=cfg.mask_token_id)
-    assert rec["response_ids"] == ids and rec["step_map"] == steps and len(ids) == budget and rec["truncated"]
+    assert rec.response_ids.tolist() == ids and rec.step_map.tolist() == steps and len(ids) == budget and rec.truncated
   with pytest.raises(DecodeError, match="max_new_tokens=13"):
     _decoder(cfg, dcfg).generate(params, PROMPTS[:1], max_new_tokens=[13])
 
@@ -159,8 +160,8 @@ def test_one_engine_serves_every_threshold_and_holds_nothing_between_calls(sharp
     for prompt, rec in zip(PROMPTS, records):
       ids, steps, _ = reference_decode(model, prompt, block_size=4, steps=4, strategy=dcfg.strategy, threshold=th,
                                        max_new_tokens=12, stop_ids=(), mask_id=cfg.mask_token_id)
-      assert rec["response_ids"] == ids and rec["step_map"] == steps, (th, prompt)
-    step_maps.add(tuple(tuple(r["step_map"]) for r in records))
+      assert rec.response_ids.tolist() == ids and rec.step_map.tolist() == steps, (th, prompt)
+    step_maps.add(tuple(tuple(r.step_map.tolist()) for r in records))
   assert len(step_maps) == 3  # the thresholds really decode differently
   assert [p._cache_size() for p in compiled] == before
   assert dec.resident_bytes == 0

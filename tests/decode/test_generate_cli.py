@@ -46,7 +46,7 @@ def test_end_to_end_subprocess(tiny_hf_dir, tmp_path):
   assert got[2]["prompt_ids"][0] == 1  # <|im_start|> is encoded as its special id
   dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=10, threshold=0.5, stop_ids=(2, 0))
   direct = Decoder(cfg, dcfg, batch_size=2, tokenizer=tok).generate(params, [g["prompt_ids"] for g in got])
-  for g, d in zip(got, direct):
+  for g, d in zip(got, direct.to_json_records()):
     assert {k: g[k] for k in RECORD_FIELDS} == {k: d[k] for k in RECORD_FIELDS}
     assert len(g["response_ids"]) <= 10 and g["num_forwards"] == len(set(g["step_map"]))
 

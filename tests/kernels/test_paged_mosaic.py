@@ -77,8 +77,8 @@ def test_engine_greedy_tokens_through_the_kernel(tmp_path, monkeypatch):
                              page_size=8).generate(params, prompts)
   want, got = run("xla"), run("pallas")
   assert calls, "the kernel was not traced"
-  assert [r["response_ids"] for r in got] == [r["response_ids"] for r in want]
-  assert [r["step_map"] for r in got] == [r["step_map"] for r in want]
+  assert [r.response_ids.tolist() for r in got] == [r.response_ids.tolist() for r in want]
+  assert [r.step_map.tolist() for r in got] == [r.step_map.tolist() for r in want]
 
 
 def test_auto_resolves_to_the_kernel_on_gpu_and_tpu():

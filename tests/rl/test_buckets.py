@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from lrl_jax.decode import Record
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.rl import batch as batch_lib, layout, losses, step as step_lib
 
@@ -11,8 +12,8 @@ def records(rng, n, max_prompt, max_response, block):
   for _ in range(n):
     p, r = int(rng.integers(3, max_prompt + 1)), int(rng.integers(2, max_response + 1))
     r = -(-(p + r) // block) * block - p  # the sampler's records run to the end of the last block
-    out.append({"prompt_ids": rng.integers(4, 90, p).tolist(), "decoded_ids": rng.integers(4, 90, r).tolist(),
-                "decoded_step_map": rng.integers(0, 4, r).tolist(), "response_ids": [0] * r})
+    out.append(Record(rng.integers(4, 90, p).astype(np.int32), rng.integers(4, 90, r).astype(np.int32),
+                      rng.integers(0, 4, r).astype(np.int32), length=r, forwards_total=0, truncated=False))
   return out
 
 

@@ -10,9 +10,9 @@ from lrl_jax.rl import layout, rows
 def _logps(cfg, params, records, mode, block_size, start=0):
   seq_rows, toks = [], []
   for r in records:
-    step_map = np.asarray(r["decoded_step_map"])
-    seq_rows.append(rows.sequence_rows(mode, len(r["prompt_ids"]), step_map, len(r["response_ids"]), block_size))
-    toks.append(np.asarray(r["prompt_ids"] + r["decoded_ids"]))
+    step_map = r.decoded_step_map
+    seq_rows.append(rows.sequence_rows(mode, len(r.prompt_ids), step_map, r.length, block_size))
+    toks.append(np.concatenate([r.prompt_ids, r.decoded_ids]))
   batch = rows.pad_rows(seq_rows, toks, pad_id=0)
   logp, ent = layout.row_logprobs(params, cfg, jnp.asarray(batch.tokens), jnp.asarray(batch.noisy_masked),
                                   jnp.asarray(batch.valid), block_size=block_size, start=start)
@@ -24,15 +24,15 @@ def test_trajectory_rows_reproduce_sampler_logprobs(tiny_model):
   dcfg = DecodeConfig(block_size=4, temperature=1.0, threshold=0.0085, max_new_tokens=14, stop_ids=(40,))
   prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [13, 14, 15, 16, 17, 18, 19, 20]]
   records = Decoder(cfg, dcfg, batch_size=4).generate(params, prompts, seed=0, with_logprobs=True)
-  assert any(len(set(r["step_map"])) < len(r["step_map"]) for r in records)  # some steps filled several tokens
+  assert any(len(set(r.step_map.tolist())) < r.length for r in records)  # some steps filled several tokens
   batch, logp, ent = _logps(cfg, params, records, "trajectory", 4)
   gaps = []
   for row in range(batch.tokens.shape[0]):
     rec = records[batch.row_to_seq[row]]
-    p = len(rec["prompt_ids"])
+    p = len(rec.prompt_ids)
     for pos in np.flatnonzero(batch.scored[row]):
-      gaps.append(abs(logp[row, pos] - rec["logprobs"][pos - p]))
-  assert len(gaps) == sum(len(r["response_ids"]) for r in records)  # each trainable token scored once
+      gaps.append(abs(logp[row, pos] - rec.logprobs[pos - p]))
+  assert len(gaps) == sum(r.length for r in records)  # each trainable token scored once
   assert max(gaps) <= 1e-5
   assert np.isfinite(ent[batch.valid]).all()
 
@@ -67,7 +67,7 @@ def test_cropped_noisy_copy_gives_the_same_logprobs(tiny_model):
     assert np.abs(logp_crop - logp_full)[full.scored].max() <= 1e-5
     outside = np.arange(full.tokens.shape[1]) < np.asarray(layout.row_starts(jnp.asarray(full.noisy_masked), 4))[:, None]
     assert (logp_crop[outside] == 0).all() and np.isfinite(ent).all()
-  gaps = [abs(logp_crop[row, pos] - records[full.row_to_seq[row]]["logprobs"][pos - len(prompts[full.row_to_seq[row]])])
+  gaps = [abs(logp_crop[row, pos] - records[full.row_to_seq[row]].logprobs[pos - len(prompts[full.row_to_seq[row]])])
           for row in range(full.tokens.shape[0]) for pos in np.flatnonzero(full.scored[row])]
   assert max(gaps) <= 1e-5  # trajectory mode (last in MODES): still the sampler's states
 
@@ -79,8 +79,8 @@ def test_block_masked_differs_from_sampler_when_steps_fill_sequentially(tiny_mod
   records = Decoder(cfg, dcfg, batch_size=2).generate(params, [[5, 6, 7, 8]], seed=1, with_logprobs=True)
   batch, logp, _ = _logps(cfg, params, records, "block_masked", 4)
   scored = logp[0][batch.scored[0]]
-  assert np.abs(scored[0] - records[0]["logprobs"][0]) <= 1e-5  # first token of a block: same state
-  assert np.abs(scored - np.asarray(records[0]["logprobs"])).max() > 1e-3
+  assert np.abs(scored[0] - records[0].logprobs[0]) <= 1e-5  # first token of a block: same state
+  assert np.abs(scored - np.asarray(records[0].logprobs)).max() > 1e-3
 
 
 def test_masked_lm_loss_sum_and_count(tiny_model):

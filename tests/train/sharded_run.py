@@ -11,6 +11,7 @@ import numpy as np
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+from lrl_jax.decode import Record  # noqa: E402
 from lrl_jax.model import init_params  # noqa: E402
 from lrl_jax.parallel import mesh as mesh_lib  # noqa: E402
 from lrl_jax.rl import batch as batch_lib, losses, optim, step as step_lib  # noqa: E402
@@ -23,10 +24,9 @@ def fake_rows(cfg, n_seq=6, seed=0):
   for k in range(n_seq):
     p = int(rng.integers(3, 9))
     n = int(rng.integers(4, 12))
-    records.append({"prompt_ids": rng.integers(4, cfg.vocab_size, p).tolist(),
-                    "decoded_ids": rng.integers(4, cfg.vocab_size, n).tolist(),
-                    "decoded_step_map": rng.integers(0, 6, n).tolist(), "response_ids": [0] * (n - 1),
-                    "logprobs": [0.0] * (n - 1)})
+    records.append(Record(rng.integers(4, cfg.vocab_size, p).astype(np.int32),
+                          rng.integers(4, cfg.vocab_size, n).astype(np.int32), rng.integers(0, 6, n).astype(np.int32),
+                          length=n - 1, forwards_total=0, truncated=False, logprobs=np.zeros(n - 1, np.float32)))
   adv = rng.normal(size=n_seq)
   correct = rng.random(n_seq) < 0.5
   return batch_lib.training_rows(records, adv, correct, mode="trajectory", block_size=4, shrink=1, pad_id=0,

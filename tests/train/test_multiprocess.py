@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from lrl_jax import train
+from lrl_jax.decode import Record
 from lrl_jax.parallel import multihost
 from lrl_jax.plan.jobs import CPU_XLA_FLAGS
 from lrl_jax.rl import batch as batch_lib, losses
@@ -226,9 +227,9 @@ def _records(rng, n):
   out = []
   for _ in range(n):
     p, r = int(rng.integers(3, 9)), int(rng.integers(2, 12))
-    out.append({"prompt_ids": rng.integers(4, 60, p).tolist(), "decoded_ids": rng.integers(4, 60, r).tolist(),
-                "decoded_step_map": rng.integers(0, 5, r).tolist(), "response_ids": [5] * int(rng.integers(1, r + 1)),
-                "logprobs": rng.normal(size=r).tolist()})
+    out.append(Record(rng.integers(4, 60, p).astype(np.int32), rng.integers(4, 60, r).astype(np.int32),
+                      rng.integers(0, 5, r).astype(np.int32), length=int(rng.integers(1, r + 1)), forwards_total=0,
+                      truncated=False, logprobs=rng.normal(size=r).astype(np.float32)))
   return out
 
 
