@@ -221,7 +221,7 @@ def check_model(c) -> None:
     _fail("model.tiny.head_dim", f"must be even (RoPE), got {tiny.head_dim}")
   path = c.model.checkpoint
   if path:
-    from lrl_jax.checkpoints import is_run_dir, model_files_dir
+    from lrl_jax.weights.run_dir import is_run_dir, model_files_dir
     from lrl_jax.weights import is_hf_dir, is_orbax_dir
     if not os.path.isdir(path):
       _fail("model.checkpoint", f"{path}: directory not found")
@@ -284,7 +284,7 @@ def check_rollout(c) -> None:
   _int(c, "rollout.max_prompt_len", 0)
   stops = parse_stop_ids(r.stop_ids, "config.rollout.stop_ids")
   if c.model.checkpoint:
-    from lrl_jax.checkpoints import model_files_dir
+    from lrl_jax.weights.run_dir import model_files_dir
     cfg = _model_config(model_files_dir(c.model.checkpoint))
     block, positions, vocab = cfg.block_size, cfg.max_position_embeddings, cfg.vocab_size
   else:

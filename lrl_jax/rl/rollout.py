@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from lrl_jax.data import CodeRecord
-from lrl_jax.rewards import is_truncated
+from lrl_jax.rewards import judge_responses
 
 _END = None
 
@@ -73,8 +73,8 @@ def _judge_loop(judge, data: Sequence, max_new: int, inbox: "queue.Queue", score
       continue
     start = time.perf_counter()
     try:
-      results = judge.score([data[i] for i, _ in batch], [r["text"] for _, r in batch],
-                            [is_truncated(len(r["response_ids"]), max_new) for _, r in batch])
+      results = judge_responses(judge, [data[i] for i, _ in batch], [r["text"] for _, r in batch],
+                                [len(r["response_ids"]) for _, r in batch], max_new)
     except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
       errors.append(e)
       continue
