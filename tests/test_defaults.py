@@ -8,7 +8,7 @@ import pytest
 from lrl_jax import defaults
 from lrl_jax.model import remat
 from lrl_jax.rl import shaping
-from tests.train.util import ROOT, load
+from tests.run.util import ROOT, load
 
 
 @pytest.mark.parametrize("name", [os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))

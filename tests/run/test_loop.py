@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lrl_jax import train
-from tests.train.util import ROOT, load, shrink
+from tests.run.util import ROOT, load, shrink
 
 METRICS = ("loss", "policy_loss", "kl", "nll", "ratio_mean", "ratio_min", "ratio_max", "clip_frac", "entropy",
            "grad_norm", "lr", "reward_mean", "reward_std", "acc_reward_mean", "speed_reward_mean", "correct_ratio",
