@@ -148,7 +148,7 @@ def mark_program() -> None:
 
 
 def error_fd() -> int | None:
-  """Our own stderr once `quiet_native_stderr` silenced fd 2 after a failure (where the `error:` line goes), else None."""
+  """Our own stderr once `quiet_native_stderr` silenced fd 2 after a failure (the `error:` line goes there), or None."""
   return _ERR_FD
 
 

@@ -38,20 +38,27 @@ class Response(NamedTuple):
   record: dict[str, Any] | None
 
 
-def _summary(record: dict[str, Any]) -> tuple[int, int, bool, int]:
-  return (len(record["response_ids"]), int(record["num_forwards"]), bool(record["truncated"]),
-          len(record["prompt_ids"]) + len(record["decoded_ids"]))
+class Judged(NamedTuple):
+  """The step's responses [n] as every process knows them, and their correctness [n] (code: pass rate)."""
+  responses: list[Response]
+  correct: np.ndarray
 
 
-def gather(local: Rollout, allgather: Callable[[Any], list], me: int = 0) -> tuple[list[Response], np.ndarray]:
-  """(responses [n], correctness [n]) of every process's share in process order; `allgather` exchanges each
-  process's summaries and scores exactly (multihost.allgather), `me` is this process's index."""
-  parts = allgather(([_summary(r) for r in local.records], local.correct))
+def _summary(record: dict[str, Any]) -> Response:
+  """What the other processes learn of a response: all but its record."""
+  return Response(len(record["response_ids"]), int(record["num_forwards"]), bool(record["truncated"]),
+                  len(record["prompt_ids"]) + len(record["decoded_ids"]), None)
+
+
+def gather(local: Rollout, allgather: Callable[[Any], list], me: int = 0) -> Judged:
+  """Every process's share in process order; `allgather` exchanges each process's summaries and scores exactly
+  (multihost.allgather), `me` is this process's index (its responses keep their records)."""
+  parts = allgather(Judged([_summary(r) for r in local.records], local.correct))
   responses: list[Response] = []
-  for p, (summaries, _) in enumerate(parts):
-    records = local.records if p == me else [None] * len(summaries)
-    responses += [Response(*s, record=r) for s, r in zip(summaries, records)]
-  return responses, np.concatenate([np.asarray(c, np.float64) for _, c in parts])
+  for p, part in enumerate(parts):
+    records = local.records if p == me else [None] * len(part.responses)
+    responses += [s._replace(record=r) for s, r in zip(part.responses, records)]
+  return Judged(responses, np.concatenate([np.asarray(part.correct, np.float64) for part in parts]))
 
 
 def graded(data: Sequence) -> np.ndarray:

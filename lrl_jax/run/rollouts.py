@@ -13,7 +13,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm import tqdm
 
 from lrl_jax import wiring
@@ -53,10 +52,10 @@ class Rollouts:
     return multihost.local_view(self.to_rollout(params), self.train_mesh)
 
   def roll(self, params, prompts: Sequence, data: Sequence, seed: int, step: int,
-           timings: dict[str, float]) -> tuple[list[rollout.Response], np.ndarray]:
+           timings: dict[str, float]) -> rollout.Judged:
     """Reshard the policy, decode and judge (overlapped) this process's share of the groups of RL step `step`
-    (1-based), then exchange the results: (responses [n], correctness [n]) of all `prompts` on every process;
-    adds to the timing metrics."""
+    (1-based), then exchange the results: the responses [n] of all `prompts` and their correctness, on every
+    process; adds to the timing metrics."""
     g = self.config.rollout.num_responses
     groups = multihost.share(len(prompts) // g)
     mine = slice(groups.start * g, groups.stop * g)
@@ -69,7 +68,8 @@ class Rollouts:
 
     def progress(info):
       bar.n = info["finished"]
-      bar.set_postfix(live=info["live"], queued=info["queued"], tok_s=f"{info['tokens'] / max(info['seconds'], 1e-9):.0f}")
+      bar.set_postfix(live=info["live"], queued=info["queued"],
+                      tok_s=f"{info['tokens'] / max(info['seconds'], 1e-9):.0f}")
 
     try:
       out = rollout.decode_and_judge(self.decoder, rollout_params, prompts[mine], data[mine], self.judge, seed,
