@@ -20,6 +20,7 @@ from absl import flags
 from lrl_jax import console
 from lrl_jax.errors import UserError, is_user_error, user_error_types
 
+
 def one_line(e: BaseException) -> str:
   """`<key or file>: <what is wrong>` of a user error, on one line."""
   if isinstance(e, OSError) and e.strerror and not isinstance(e, user_error_types()):
