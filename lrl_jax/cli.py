@@ -8,46 +8,17 @@ means a bug; `--debug` shows it for user errors too.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import errno
 import os
 import runpy
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from absl import flags
 
 from lrl_jax import console
-from lrl_jax.errors import UserError
-
-# Environment errors a user can fix (a full disk, a read-only or forbidden path): one line, not a traceback.
-USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
-               errno.ENOTDIR, errno.EEXIST, errno.ENOENT)
-
-_PROGRAM = False  # running as `python -m lrl_jax.<name>` (cli.program), not called in-process
-_ERR_FD: int | None = None  # our own stderr once others' output is silenced (quiet_native_stderr)
-
-# User-error types of stages, by module: a module that was never imported cannot have raised its error, so the CLI
-# never imports a stage (and JAX) just to catch it.
-_STAGE_ERRORS = (("lrl_jax.model.config", "ConfigError"), ("lrl_jax.decode.config", "DecodeError"),
-                 ("lrl_jax.weights.hf", "WeightsError"), ("lrl_jax.data.formats", "DataFormatError"),
-                 ("lrl_jax.data.download", "DownloadError"))
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-  out = [UserError]
-  for module, name in _STAGE_ERRORS:
-    if module in sys.modules:
-      out.append(getattr(sys.modules[module], name))
-  return tuple(out)
-
-
-def is_user_error(e: BaseException) -> bool:
-  if isinstance(e, OSError) and not isinstance(e, user_error_types()):
-    return (e.errno in USER_ERRNOS and e.filename is not None) or e.errno in (errno.ENOSPC, errno.EDQUOT)
-  return isinstance(e, user_error_types())
+from lrl_jax.errors import UserError, is_user_error, user_error_types
 
 
 def one_line(e: BaseException) -> str:
@@ -170,8 +141,8 @@ def call(body: Callable[[flags.FlagValues | None], int | None], fv: flags.FlagVa
     if debug or not is_user_error(e):
       raise
     line = f"error: {one_line(e)}\n"
-    if _ERR_FD is not None:
-      os.write(_ERR_FD, line.encode())
+    if console.error_fd() is not None:
+      os.write(console.error_fd(), line.encode())
     else:
       print(line, end="", file=sys.stderr)
     return 2
@@ -193,38 +164,10 @@ def run(define: Callable[[flags.FlagValues], None], body: Callable[[flags.FlagVa
 def program(main: Callable[[], int]) -> None:
   """Run an entry point's `main()` as the process and end with its exit code. After a user error the process ends at
   once (output flushed), so threads a failed write left behind (Orbax, tensorstore) cannot print past it."""
-  global _PROGRAM
-  _PROGRAM = True
+  console.mark_program()
   code = main()
   if code == 0:
     sys.exit(0)
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-  """In a program, send stderr to /dev/null inside the block and restore it after; when the block raises, keep it
-  quiet for the rest of the process (the `error:` line still reaches the user). For native writers (Orbax,
-  tensorstore) whose threads print tracebacks into a closed event loop when a write fails."""
-  global _ERR_FD
-  if not _PROGRAM or _ERR_FD is not None:
-    yield
-    return
-  sys.stderr.flush()
-  saved = os.dup(2)
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  os.dup2(devnull, 2)
-  os.close(devnull)
-  try:
-    yield
-  except Exception:
-    _ERR_FD = saved
-    raise
-  except BaseException:
-    os.dup2(saved, 2)
-    raise
-  sys.stderr.flush()
-  os.dup2(saved, 2)
-  os.close(saved)

@@ -3,7 +3,8 @@
 `python -m lrl_jax.<name>` runs `setup()` from the package's `__init__`, before anything imports JAX. Without it, a
 CPU host with the `plan` extra installed prints ~30 lines (two of them tracebacks) before a program's own output: JAX
 initialises the CUDA plugin and libtpu, which find no device, and the CUDA plugin's libraries log that there is no
-driver when they load. Only the standard library is imported here, so `--help` stays fast.
+driver when they load. Only the standard library is imported here, so `--help` stays fast. Also the program's
+stderr around native writers that print past a failure (`quiet_native_stderr`, used by checkpoint saves).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ CUDA_PLUGIN_PACKAGES = ("jax_cuda12_plugin", "jax_cuda13_plugin")
 CUDA_PJRT_PLUGINS = ("jax_plugins.xla_cuda12", "jax_plugins.xla_cuda13")
 NOTICE_STARTS = ("WARNING: All log messages before absl::InitializeLog()", "WARNING: Logging before InitGoogle()")
 NOTICE_PARTS = ("cudart_stub.cc",)
+
+_PROGRAM = False  # running as `python -m lrl_jax.<name>` (cli.program), not called in-process
+_ERR_FD: int | None = None  # our own stderr once others' output is silenced (quiet_native_stderr)
 
 
 def program_module(argv: list[str] | None = None, orig_argv: list[str] | None = None) -> str | None:
@@ -135,3 +139,41 @@ class _QuietCudaPlugin:
     if spec is not None and spec.loader is not None:
       spec.loader = _QuietLoader(spec.loader)
     return spec
+
+
+def mark_program() -> None:
+  """This process is an entry point run as `python -m lrl_jax.<name>` (cli.program), not a caller in-process."""
+  global _PROGRAM
+  _PROGRAM = True
+
+
+def error_fd() -> int | None:
+  """Our own stderr once `quiet_native_stderr` silenced fd 2 after a failure (the `error:` line goes there), or None."""
+  return _ERR_FD
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+  """In a program, send stderr to /dev/null inside the block and restore it after; when the block raises, keep it
+  quiet for the rest of the process (the `error:` line still reaches the user). For native writers (Orbax,
+  tensorstore) whose threads print tracebacks into a closed event loop when a write fails."""
+  global _ERR_FD
+  if not _PROGRAM or _ERR_FD is not None:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+  try:
+    yield
+  except Exception:
+    _ERR_FD = saved
+    raise
+  except BaseException:
+    os.dup2(saved, 2)
+    raise
+  sys.stderr.flush()
+  os.dup2(saved, 2)
+  os.close(saved)

@@ -57,7 +57,7 @@ def _check_source(path: str, flag: str) -> None:
   """The source exists and its config.json describes an SDAR model (block diffusion needs a mask token)."""
   if not os.path.isdir(path):
     raise UserError(f"--{flag}: {path}: directory not found")
-  from lrl_jax.checkpoints import model_files_dir
+  from lrl_jax.weights.run_dir import model_files_dir
   files_dir = model_files_dir(path)
   if load_config(files_dir).mask_token_id is None:
     raise UserError(f"{os.path.join(files_dir, 'config.json')}: no 'mask_token_id'; an SDAR (block diffusion) "
@@ -66,7 +66,7 @@ def _check_source(path: str, flag: str) -> None:
 
 def _to_hf(ckpt_dir: str, out_dir: str, dtype: str | None, overwrite: bool, max_shard_bytes: int) -> None:
   """orbax_to_hf of a model dir; a run dir's newest params go through a temporary Orbax model dir first."""
-  from lrl_jax.checkpoints import is_run_dir, model_files_dir, run_params
+  from lrl_jax.weights.run_dir import is_run_dir, model_files_dir, run_params
   if not is_run_dir(ckpt_dir):
     if not checkpoint.is_orbax_dir(ckpt_dir):
       raise UserError(f"--ckpt_dir: {ckpt_dir}: not an Orbax model dir (no '{checkpoint.PARAMS_DIR}/') nor a run dir")

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 from absl import flags
 
 from lrl_jax import cli, files
-from lrl_jax.checkpoints import model_files_dir, model_params
 from lrl_jax.decode import (DecodedBatch, Decoder, DecodeConfig, DecodeError, STRATEGIES, default_stop_ids,
                              prompt_capacity)
 from lrl_jax.decode.config import ATTN_CHOICES, DTYPES
+from lrl_jax.weights.run_dir import model_files_dir, model_params
 from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.errors import UserError
 from lrl_jax.model import load_config

@@ -1,17 +1,16 @@
 """Warm start only: `python -m lrl_jax.sft --config=configs/NAME.py --workdir=W` writes the model dir W/warmstart.
 
-SDAR's block-diffusion objective on the demo's reference solutions (lrl_jax/rl/warm_start.py); `train` runs the same
+SDAR's block-diffusion objective on the demo's reference solutions (lrl_jax/run/warm_start.py); `train` runs the same
 warm start itself when `warm_start.steps > 0` and reuses W/warmstart when it exists.
 """
 
 from __future__ import annotations
 
-
 from absl import flags, logging
 from ml_collections import config_flags
 
 from lrl_jax import cli
-from lrl_jax.defaults import validate
+from lrl_jax.run.validate import validate
 from lrl_jax.errors import UserError
 
 PROG = "python -m lrl_jax.sft"
@@ -31,8 +30,8 @@ def _main(fv: flags.FlagValues) -> None:
   validate(config)
   if not config.warm_start.steps:
     raise UserError("config.warm_start.steps: is 0; set the number of warm-start steps")
-  from lrl_jax import wiring
-  from lrl_jax.rl.warm_start import warm_start
+  from lrl_jax.run import wiring
+  from lrl_jax.run.warm_start import warm_start
   cfg, params, tok, stops = wiring.model_from_config(config)
   warm_start(config, fv.workdir, cfg, params, tok, stops, *wiring.warm_start_data(config, tok),
              progress=config.train.progress)

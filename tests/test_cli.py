@@ -9,7 +9,7 @@ from ml_collections import config_flags
 
 from lrl_jax import cli, files
 from lrl_jax.errors import UserError
-from tests.train.util import ROOT
+from tests.run.util import ROOT
 
 CONFIG = os.path.join(ROOT, "configs", "test.py")
 

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 from tqdm import tqdm
 
-from lrl_jax.checkpoints import is_run_dir, model_files_dir, model_params, run_config
 from lrl_jax.data import formats, templates
 from lrl_jax.decode import Decoder, DecodeConfig, default_stop_ids, prompt_capacity
 from lrl_jax.decode.config import ATTN_IMPLS, DTYPES
@@ -27,8 +26,9 @@ from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.errors import UserError
 from lrl_jax.evaluation import aggregate, paper
 from lrl_jax.model import ModelConfig, load_config
-from lrl_jax.rewards import Judge, is_truncated
+from lrl_jax.rewards import Judge, judge_responses
 from lrl_jax.weights import is_hf_dir, is_orbax_dir, load_tokenizer
+from lrl_jax.weights.run_dir import is_run_dir, model_files_dir, model_params, run_config
 
 
 
@@ -227,9 +227,9 @@ def evaluate_point(params, ckpt: Checkpoint, decoder: Decoder, dcfg: DecodeConfi
     records = decoder.generate(params, prompts, seed=plan.seed, progress=bar,
                                threshold=dcfg.threshold).to_json_records(trajectory=False)
     seconds = decoder.decode_seconds - seconds
-    cut = [is_truncated(len(r["response_ids"]), dcfg.max_new_tokens) for r in records]
     with tqdm(total=len(records), desc="judge", unit="resp", leave=False, disable=not progress) as jbar:
-      results = judge.score([data.records[t] for t in tasks], [r["text"] for r in records], cut, progress=jbar.update)
+      results = judge_responses(judge, [data.records[t] for t in tasks], [r["text"] for r in records],
+                                [len(r["response_ids"]) for r in records], dcfg.max_new_tokens, progress=jbar.update)
     point = aggregate.make_point(
       [{"correct": res["correct"], "response_length": len(rec["response_ids"]), "num_forwards": rec["num_forwards"],
         "forwards_total": rec["forwards_total"], "truncated": rec["truncated"]} for rec, res in zip(records, results)],

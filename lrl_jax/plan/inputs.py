@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import copy
 
-from lrl_jax import defaults
 from lrl_jax.errors import UserError
 from lrl_jax.model.config import ConfigError, ModelConfig, load_config
 from lrl_jax.model.presets import PRESETS, preset_config
 from lrl_jax.plan import targets
+from lrl_jax.run import validate as checks_of_config
 from lrl_jax.weights import tiny
 
-# Sections of `defaults.validate` that read no files and no local devices: planning needs neither the checkpoint's
+# Sections of `run.validate.validate` that read no files and no local devices: planning needs neither the checkpoint's
 # weights and tokenizer, the data, nor the target's devices on this host (`check_model_fit` does the model's part).
 CHECKS = ("check_run", "check_model", "check_rl", "check_loss", "check_optim", "check_train")
 
@@ -30,7 +30,7 @@ def validate(config) -> None:
   c = copy.deepcopy(config)
   c.model.checkpoint = ""
   for name in CHECKS:
-    getattr(defaults, name)(c)
+    getattr(checks_of_config, name)(c)
 
 
 def check_model_fit(config, cfg: ModelConfig, prompt_len: int) -> None:

@@ -1,6 +1,6 @@
 """One RL step as a timeline of phases: per device, the buffers the trainer holds beside each phase's program plus the
 program's own bytes. The step fits when every phase's peak fits; `after` is what the trainer holds when the phase
-ends (tests/train/test_memory_timeline.py measures it with `jax.live_arrays()` at the trainer's phase boundaries).
+ends (tests/run/test_memory_timeline.py measures it with `jax.live_arrays()` at the trainer's phase boundaries).
 
 Buffers: the run's state (float32 params, Adam moments, reference params in the compute dtype: kept all run), the
 rollout-layout params (the reshard's output; alive through the rollout or the eval sweep, then freed), the

@@ -1,4 +1,5 @@
 """Batch scoring of responses (math and code) through a bounded worker pool; one result dict per response.
+`judge_responses` is the one judging of decoded responses: rollouts, the trainer's eval and eval sweeps call it.
 
 Each result has `extracted` (boxed answer or program), `correct` (bool), `pass_rate` (math: 0/1; code: the fraction
 of tests passed, which is the code reward) and `error` (why it is wrong or could not be judged, else None).
@@ -142,3 +143,11 @@ class Judge:
 
     self.pool.run([(t[0], t[1]) for t in tasks], [t[2] for t in tasks], on_done)
     return results  # type: ignore[return-value]
+
+
+def judge_responses(judge: Judge, records: Sequence[Record], texts: Sequence[str], lengths: Sequence[int],
+                    max_new_tokens: int | None, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+  """Verdicts of decoded responses: `texts[i]` (`lengths[i]` response tokens, decoded with at most `max_new_tokens`)
+  judged against `records[i]`; a response within TRUNCATION_MARGIN tokens of the limit is wrong (SPEC §7.2).
+  `pass_rate` is the RL reward, `correct` (pass rate 1) what accuracy counts."""
+  return judge.score(records, texts, [is_truncated(n, max_new_tokens) for n in lengths], progress)

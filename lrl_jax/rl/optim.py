@@ -2,7 +2,7 @@
 
 `reset_per_step` is the authors' schedule: their trainer launches a fresh AdamW for every RL step (no optimizer
 state is kept), whose linear warmup starts at 0, so a step's updates run at 0, 1/W, 2/W, ... x lr (W warmup
-steps). The trainer then re-initialises the state at the start of each RL step (rl/trainer.py).
+steps). The learner then re-initialises the state at the start of each RL step (rl/learner.py).
 """
 
 import jax.numpy as jnp

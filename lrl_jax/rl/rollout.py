@@ -18,7 +18,7 @@ import numpy as np
 
 from lrl_jax.data import CodeRecord
 from lrl_jax.decode import Record
-from lrl_jax.rewards import is_truncated
+from lrl_jax.rewards import judge_responses
 
 _END = None
 
@@ -39,19 +39,26 @@ class Response(NamedTuple):
   record: Record | None
 
 
-def _summary(record: Record) -> tuple[int, int, bool, int]:
-  return record.length, record.num_forwards, record.truncated, record.row_length
+class Judged(NamedTuple):
+  """The step's responses [n] as every process knows them, and their correctness [n] (code: pass rate)."""
+  responses: list[Response]
+  correct: np.ndarray
 
 
-def gather(local: Rollout, allgather: Callable[[Any], list], me: int = 0) -> tuple[list[Response], np.ndarray]:
-  """(responses [n], correctness [n]) of every process's share in process order; `allgather` exchanges each
-  process's summaries and scores exactly (multihost.allgather), `me` is this process's index."""
-  parts = allgather(([_summary(r) for r in local.records], local.correct))
+def _summary(record: Record) -> Response:
+  """What the other processes learn of a response: all but its record."""
+  return Response(record.length, record.num_forwards, record.truncated, record.row_length, None)
+
+
+def gather(local: Rollout, allgather: Callable[[Any], list], me: int = 0) -> Judged:
+  """Every process's share in process order; `allgather` exchanges each process's summaries and scores exactly
+  (multihost.allgather), `me` is this process's index (its responses keep their records)."""
+  parts = allgather(Judged([_summary(r) for r in local.records], local.correct))
   responses: list[Response] = []
-  for p, (summaries, _) in enumerate(parts):
-    records = local.records if p == me else [None] * len(summaries)
-    responses += [Response(*s, record=r) for s, r in zip(summaries, records)]
-  return responses, np.concatenate([np.asarray(c, np.float64) for _, c in parts])
+  for p, part in enumerate(parts):
+    records = local.records if p == me else [None] * len(part.responses)
+    responses += [s._replace(record=r) for s, r in zip(part.responses, records)]
+  return Judged(responses, np.concatenate([np.asarray(part.correct, np.float64) for part in parts]))
 
 
 def graded(data: Sequence) -> np.ndarray:
@@ -73,8 +80,8 @@ def _judge_loop(judge, data: Sequence, max_new: int, inbox: "queue.Queue", score
       continue
     start = time.perf_counter()
     try:
-      results = judge.score([data[i] for i, _ in batch], [r.text for _, r in batch],
-                            [is_truncated(r.length, max_new) for _, r in batch])
+      results = judge_responses(judge, [data[i] for i, _ in batch], [r.text for _, r in batch],
+                                [r.length for _, r in batch], max_new)
     except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
       errors.append(e)
       continue

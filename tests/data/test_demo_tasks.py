@@ -75,8 +75,8 @@ def test_mixed_prompts_are_three_blocks_and_responses_one():
 
 
 def _word_tokenizer():
-  """The demo's word tokenizer as the trainer builds it (lrl_jax/wiring.py)."""
-  from lrl_jax import wiring
+  """The demo's word tokenizer as the trainer builds it (lrl_jax/run/wiring.py)."""
+  from lrl_jax.run import wiring
   return wiring._tiny_tokenizer("words")
 
 

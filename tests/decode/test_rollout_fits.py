@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from lrl_jax.bench import shapes
 from lrl_jax.decode import DecodeConfig, api, slots
 from lrl_jax.model import init_params
-from tests.train.util import load
+from tests.run.util import load
 
 
 def _bytes(tree) -> int:

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from lrl_jax.data import MathRecord
-from lrl_jax.rewards.judge import MATH_VERIFY
+from lrl_jax.rewards.judge import MATH_VERIFY, judge_responses
 from lrl_jax.rewards.math_reward import exact_number, fast_equal, ground_truth, last_boxed, normalize
 from lrl_jax.rewards.pool import WorkerPool
 
@@ -98,6 +98,16 @@ def test_judge_math(judge, truth, response, correct):
 def test_truncated_math_response_is_wrong(judge):
   result = judge.score([MathRecord("q", "4")], ["\\boxed{4}"], truncated=[True])[0]
   assert result == {"extracted": "4", "correct": False, "pass_rate": 0.0, "error": "truncated response"}
+
+
+def test_judge_responses_applies_the_truncation_margin(judge):
+  """The one judging of decoded responses: a response within 5 tokens of max_new_tokens is wrong (SPEC §7.2), one
+  token shorter is judged on its answer; no limit means no truncation."""
+  records, texts = [MathRecord("q", "4")] * 4, ["\\boxed{4}"] * 4
+  results = judge_responses(judge, records, texts, [15, 14, 19, 19], 20)
+  assert [r["error"] for r in results] == ["truncated response", None, "truncated response", "truncated response"]
+  assert [r["pass_rate"] for r in results] == [0.0, 1.0, 0.0, 0.0]
+  assert judge_responses(judge, records[:1], texts[:1], [10**6], None)[0]["correct"]
 
 
 def test_a_hanging_check_is_killed_at_its_deadline():

@@ -1,7 +1,7 @@
 """Host memory of saving a sharded model from two processes (8 CPU devices, 4 each, fsdp=8): one process of
 `python -m tests.weights.export_rss PROCESS PORT OUT [hidden layers]` prints one JSON line with its resident set
-(psutil, sampled every 5 ms) before and at the peak of: the HF export (streamed, `checkpoints.export_hf_dir`),
-W/final (each process its shards, `checkpoints.write_final_dir`) and, for comparison, gathering the whole model to
+(psutil, sampled every 5 ms) before and at the peak of: the HF export (streamed, `run.checkpoints.export_hf_dir`),
+W/final (each process its shards, `run.checkpoints.write_final_dir`) and, for comparison, gathering the whole model to
 host (`multihost.fetch`, what both did before issue 21). Run by test_export_memory.py.
 """
 
@@ -37,7 +37,7 @@ class PeakRss:
 
 def main(process: int, port: int, out: str, hidden: int = 1536, layers: int = 8) -> None:
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
-  from lrl_jax.checkpoints import export_hf_dir, write_final_dir
+  from lrl_jax.run.checkpoints import export_hf_dir, write_final_dir
   from lrl_jax.model import init_params
   from lrl_jax.parallel import mesh as mesh_lib, multihost
   from lrl_jax.weights import tiny

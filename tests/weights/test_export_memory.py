@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from tests.train.test_multiprocess import _env, _free_port, spawned  # noqa: F401 (a fixture)
-from tests.train.util import ROOT
+from tests.run.test_multiprocess import _env, _free_port, spawned  # noqa: F401 (a fixture)
+from tests.run.util import ROOT
 
 
 @pytest.mark.slow

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from lrl_jax import train
-from lrl_jax.checkpoints import Checkpoints
+from lrl_jax.run.checkpoints import Checkpoints
 from lrl_jax.rl import step as step_lib
-from tests.train.util import ROOT
+from tests.run.util import ROOT
 
 ARGS = [f"--config={os.path.join(ROOT, 'configs', 'test.py')}", "--config.train.steps=3", "--config.warm_start.steps=0",
         "--config.data.eval="]

@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 
 from lrl_jax import config_parts, files
-from lrl_jax.checkpoints import model_files_dir, model_params
+from lrl_jax.weights.run_dir import model_files_dir, model_params
 from lrl_jax.data import demo_tasks, formats, templates
 from lrl_jax.decode import DecodeConfig, default_stop_ids
-from lrl_jax.defaults import ConfigValueError, parse_stop_ids
+from lrl_jax.checks import ConfigValueError
+from lrl_jax.defaults import parse_stop_ids
 from lrl_jax.model import init_params
 from lrl_jax.model.config import ModelConfig, load_config
 from lrl_jax.rl.losses import LossConfig

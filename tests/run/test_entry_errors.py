@@ -6,7 +6,7 @@ import os
 import pytest
 
 from lrl_jax import sft, train
-from tests.train.util import ROOT
+from tests.run.util import ROOT
 
 CONFIG = f"--config={os.path.join(ROOT, 'configs', 'test.py')}"
 

@@ -1,40 +1,24 @@
-"""Training checkpoints with Orbax, and the layout of a run directory.
+"""The training side of a run directory (layout: lrl_jax/weights/run_dir.py): Orbax checkpoints of the state, and
+the policy written as W/final or an HF export from sharded arrays, never gathered.
 
-A run directory W holds `checkpoints/<step>/` (params, optimizer state: `state`; step, data cursor, config: `meta`),
-`model_files/` (config.json, tokenizer, generation_config.json: the model without weights) and, once the run ends,
-`final/` (an Orbax model dir of the final policy). Orbax writes each step under a temporary name and renames it when
-complete, so a killed save leaves no step; a step damaged afterwards is skipped on resume (`restore_newest`).
+Orbax writes each step under a temporary name and renames it when complete, so a killed save leaves no step; a step
+damaged afterwards is skipped on resume (`restore_newest`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
-from lrl_jax.cli import is_user_error, quiet_native_stderr
-from lrl_jax.errors import UserError
+from lrl_jax.console import quiet_native_stderr
 from lrl_jax.files import PARTIAL, atomic_dir
 from lrl_jax.parallel import multihost
-
-CHECKPOINTS_DIR, MODEL_FILES_DIR, FINAL_DIR, BROKEN_DIR = "checkpoints", "model_files", "final", "checkpoints.broken"
-
-
-class CheckpointError(UserError):
-  """No checkpoint of a run directory restores; the message names the directory and why each step failed."""
-
-
-def _reason(e: BaseException) -> str:
-  """`Type: message` on one line; a long message keeps its start and its end (where the OS error usually is)."""
-  text = " ".join(str(e).split()) or type(e).__name__
-  return f"{type(e).__name__}: {text if len(text) <= 400 else text[:200] + ' ... ' + text[-200:]}"
+from lrl_jax.weights.run_dir import BROKEN_DIR, CHECKPOINTS_DIR, CheckpointError, reason, warn_stderr
 
 
 class Checkpoints:
@@ -76,7 +60,7 @@ class Checkpoints:
     except Exception as e:  # noqa: BLE001 -- a full disk or lost mount surfaces as many kinds of error
       older = [s for s in self.steps() if s < step]
       self._closed = True  # closing now would close Orbax's event loop under its failed writers
-      raise CheckpointError(f"{self.step_dir(step)}: the checkpoint could not be written ({_reason(e)}); last good "
+      raise CheckpointError(f"{self.step_dir(step)}: the checkpoint could not be written ({reason(e)}); last good "
                             f"checkpoint: {self.step_dir(older[-1]) if older else 'none'}") from e
     finally:
       absl_log.setLevel(level)
@@ -95,14 +79,14 @@ class Checkpoints:
     and can save those step numbers again) and named in one line (`warn`, default stderr). When no step restores
     nothing is moved and CheckpointError names each step's failure.
     """
-    warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+    warn = warn or warn_stderr
     failed: list[tuple[int, str]] = []
     for step in reversed(self.steps()):
       try:
         state, meta = self.restore(step, target)
         check(meta)
       except Exception as e:  # noqa: BLE001 -- any failure to read a step means: try the one before
-        failed.append((step, _reason(e)))
+        failed.append((step, reason(e)))
         continue
       if failed:
         for bad, _ in failed:
@@ -131,69 +115,6 @@ class Checkpoints:
     if not self._closed:
       self.manager.close()
       self._closed = True
-
-
-def is_run_dir(path: str) -> bool:
-  """A training run directory: checkpoints and the model files saved beside them."""
-  return os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)) and os.path.isdir(os.path.join(path, MODEL_FILES_DIR))
-
-
-def model_files_dir(path: str) -> str:
-  """Where the config.json and tokenizer of a model dir or run dir live."""
-  return os.path.join(path, MODEL_FILES_DIR) if is_run_dir(path) else path
-
-
-def run_params(run_dir: str, dtype=None, warn: Callable[[str], None] | None = None) -> tuple[int, Any]:
-  """(step, params) of the newest checkpoint of a run dir that restores, on the default device, cast to dtype.
-
-  Only the params are read (not the optimizer state). A damaged step is skipped with a one-line warning.
-  """
-  warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
-  directory = os.path.join(run_dir, CHECKPOINTS_DIR)
-  steps = sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  failed = []
-  for step in steps:
-    path = os.path.join(directory, str(step), "state")
-    try:
-      tree = ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree["params"]
-      item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, dtype or m.dtype), tree)
-      args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(dtype=s.dtype, sharding=device), item)
-      out = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
-          item={"params": item}, restore_args={"params": args}, partial_restore=True))
-      return step, out["params"]
-    except Exception as e:  # noqa: BLE001 -- a damaged step: try the one before
-      failed.append(f"step {step}: {_reason(e)}")
-      warn(f"warning: checkpoint {os.path.join(directory, str(step))} does not restore ({_reason(e)}); trying the "
-           "previous one")
-  raise CheckpointError(f"{directory}: no checkpoint restores" + (f" ({'; '.join(failed)})" if failed else
-                                                                  " (the run saved none yet)"))
-
-
-def model_params(path: str, cfg=None, dtype=None) -> Any:
-  """Params of a model dir (HF or Orbax) or of a run dir (its newest checkpoint); unreadable weights are a
-  CheckpointError naming the directory."""
-  if is_run_dir(path):
-    return run_params(path, dtype)[1]
-  from lrl_jax.weights import load_params
-  try:
-    return load_params(path, cfg, dtype)
-  except Exception as e:  # noqa: BLE001 -- Orbax/tensorstore raise many kinds for damaged files
-    if is_user_error(e):
-      raise
-    raise CheckpointError(f"{path}: the weights do not load ({_reason(e)})") from e
-
-
-def run_config(run_dir: str) -> dict | None:
-  """The training config (a dict) saved with the newest readable checkpoint of a run dir, or None."""
-  directory = os.path.join(run_dir, CHECKPOINTS_DIR)
-  for step in sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True):
-    try:
-      with open(os.path.join(directory, str(step), "meta", "metadata")) as f:
-        return json.load(f)["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-      continue
-  return None
 
 
 def write_final_dir(params: Any, out_dir: str, src_dir: str) -> None:

@@ -1,61 +1,22 @@
-"""Warm start with SDAR's block-diffusion objective (supervised, before RL).
-
-Rows are prompt + reference response + `<|im_end|>`, padded with `<|endoftext|>` to the end of the block (the
-sampler decodes whole blocks, so the tail after the stop is trained too). Each step masks response tokens at a
-random per-block rate and trains log p of the masked tokens (SPEC §3 layout). The result is an Orbax model dir.
+"""Warm start (supervised, before RL): train the demo's reference solutions with the pieces of lrl_jax/rl/sft.py
+and cache the result as the Orbax model dir W/warmstart, which `train` and `sft` reuse when it exists.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm import tqdm
 
 from lrl_jax.rl import guards, layout
-from lrl_jax.rl.batch import length_bucket
+from lrl_jax.rl.sft import sft_rows, sft_step
 from lrl_jax.weights.checkpoint import write_orbax_dir
 
 WARM_START_DIR = "warmstart"
-
-
-def sft_rows(prompts: list[list[int]], responses: list[list[int]], block_size: int, pad_id: int):
-  """tokens [n, L], valid [n, L], maskable (response part) [n, L], with L bucketed to whole blocks."""
-  seqs = []
-  for p, r in zip(prompts, responses):
-    total = -(-(len(p) + len(r)) // block_size) * block_size
-    seqs.append((p, r + [pad_id] * (total - len(p) - len(r))))
-  length = length_bucket(max(len(p) + len(r) for p, r in seqs), block_size)
-  tokens = np.full((len(seqs), length), pad_id, np.int32)
-  valid = np.zeros((len(seqs), length), bool)
-  maskable = np.zeros((len(seqs), length), bool)
-  for i, (p, r) in enumerate(seqs):
-    tokens[i, :len(p) + len(r)] = p + r
-    valid[i, :len(p) + len(r)] = True
-    maskable[i, len(p):len(p) + len(r)] = True
-  return tokens, valid, maskable
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "block_size", "dtype", "max_rate", "start"),
-                   donate_argnums=(0, 1))
-def sft_step(params, opt_state, key, tokens, valid, maskable, *, cfg, optimizer, block_size, dtype, max_rate,
-             start=0):
-  """One optimizer step on the masked-token NLL (mean over masked tokens); `start`: layout.noisy_start."""
-  noisy = layout.random_block_masks(key, maskable, block_size, max_rate)
-
-  def loss_fn(p):
-    total, count = layout.masked_lm_loss(p, cfg, tokens, noisy, valid, noisy, block_size=block_size,
-                                         dtype=jnp.dtype(dtype), start=start)
-    return total / jnp.maximum(count, 1)
-
-  loss, grads = jax.value_and_grad(loss_fn)(params)
-  updates, opt_state = optimizer.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, loss
 
 
 def run_sft(config, cfg, params, tokenizer, prompts, responses, progress: bool = True):

@@ -26,7 +26,7 @@ def _run(data, fsdp, tensor):
   devices = data * fsdp * tensor
   if devices > 1:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  proc = subprocess.run([sys.executable, "-m", "tests.train.memory_run", str(data), str(fsdp), str(tensor)], cwd=ROOT,
+  proc = subprocess.run([sys.executable, "-m", "tests.run.memory_run", str(data), str(fsdp), str(tensor)], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])

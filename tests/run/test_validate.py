@@ -1,4 +1,4 @@
-"""Config validation (lrl_jax/defaults.py): every shipped config passes; each bad value names its key."""
+"""Config validation (lrl_jax/run/validate.py over the schema of lrl_jax/defaults.py): every shipped config passes; each bad value names its key."""
 
 import glob
 import os
@@ -6,9 +6,10 @@ import os
 import pytest
 
 from lrl_jax import defaults
+from lrl_jax.run import validate
 from lrl_jax.model import remat
 from lrl_jax.rl import algorithms
-from tests.train.util import ROOT, load
+from tests.run.util import ROOT, load
 
 
 @pytest.mark.parametrize("name", [os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -21,15 +22,15 @@ def test_shipped_training_configs_validate(name):
     config.mesh.fsdp = 1
     config.train.micro_batch_rows = 8
     config.rollout.max_new_tokens = 64  # the tiny stand-in model has 4096 positions, SDAR has 32768
-  defaults.validate(config)
+  validate.validate(config)
 
 
 def test_choices_match_the_stages():
-  assert defaults.ALGORITHMS is algorithms.ALGORITHMS and tuple(algorithms.SETTINGS) == defaults.ALGORITHMS
+  assert validate.ALGORITHMS is algorithms.ALGORITHMS and tuple(algorithms.SETTINGS) == validate.ALGORITHMS
   config = load("test")
   for name in remat.POLICIES:
     config.model.remat = name
-    defaults.check_model(config)
+    validate.check_model(config)
 
 
 BAD = [
@@ -88,7 +89,7 @@ def test_bad_value_names_its_key(key, value, message):
     target = target[section]
   target[name] = value
   with pytest.raises(defaults.ConfigValueError) as e:
-    defaults.validate(config)
+    validate.validate(config)
   assert str(e.value).startswith(message), str(e.value)
 
 
@@ -106,10 +107,10 @@ def test_combinations(changes, message):
     section, name = key.split(".") if "." in key else (None, key)
     (config[section] if section else config)[name] = value
   if message is None:
-    defaults.validate(config)
+    validate.validate(config)
     return
   with pytest.raises(defaults.ConfigValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-    defaults.validate(config)
+    validate.validate(config)
 
 
 def test_checkpoint_without_mask_token_or_tokenizer(tmp_path, tiny_hf_dir):
@@ -124,12 +125,12 @@ def test_checkpoint_without_mask_token_or_tokenizer(tmp_path, tiny_hf_dir):
   (no_mask / "config.json").write_text(json.dumps(raw))
   config.model.checkpoint = str(no_mask)
   with pytest.raises(defaults.ConfigValueError, match="has no 'mask_token_id'"):
-    defaults.validate(config)
+    validate.validate(config)
   bare = tmp_path / "bare"
   shutil.copytree(tiny_hf_dir, bare, ignore=shutil.ignore_patterns("tokenizer*"))
   config.model.checkpoint = str(bare)
   with pytest.raises(defaults.ConfigValueError, match="no tokenizer files"):
-    defaults.validate(config)
+    validate.validate(config)
 
 
 def test_parse_stop_ids():

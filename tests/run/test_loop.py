@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lrl_jax import train
-from tests.train.util import ROOT, load, shrink
+from tests.run.util import ROOT, load, shrink
 
 METRICS = ("loss", "policy_loss", "kl", "nll", "ratio_mean", "ratio_min", "ratio_max", "clip_frac", "entropy",
            "grad_norm", "lr", "reward_mean", "reward_std", "acc_reward_mean", "speed_reward_mean", "correct_ratio",
@@ -84,7 +84,7 @@ def test_mistyped_override_suggests_the_key(tmp_path):
 
 
 def test_algorithm_switch_changes_shaping_and_loss():
-  from lrl_jax import wiring
+  from lrl_jax.run import wiring
   for name, tpf_coef, nll, mode in (("lightningrl", 1.0, 0.1, "block_masked"), ("grpo", 0.0, 0.0, "block_masked"),
                                     ("grpo_traj", 0.0, 0.0, "trajectory")):
     config = load("lightningrl")
@@ -98,7 +98,7 @@ def test_algorithm_switch_changes_shaping_and_loss():
 
 def test_demo_responses_start_on_the_block_grid():
   """The demo's questions all tokenize to whole blocks, so a short response is not split across two blocks."""
-  from lrl_jax import wiring
+  from lrl_jax.run import wiring
   from lrl_jax.data.templates import prompt_ids
   config = load("demo")
   _, _, tok, _ = wiring.model_from_config(config)

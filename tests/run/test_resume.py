@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from lrl_jax import train
-from lrl_jax.checkpoints import Checkpoints
+from lrl_jax.run.checkpoints import Checkpoints
 from tests.cli_util import our_lines
-from tests.train.util import ROOT, load
+from tests.run.util import ROOT, load
 
 ARGS = ["--config", os.path.join(ROOT, "configs/test.py"), "--config.train.steps=3", "--config.warm_start.steps=0",
         "--config.data.eval="]

@@ -14,7 +14,7 @@ import jax
 
 from configs import test as test_config
 from lrl_jax.plan import memory, programs, rollout, timeline
-from lrl_jax.rl.trainer import Trainer
+from lrl_jax.run.trainer import Trainer
 
 
 def live_bytes() -> int:

@@ -23,7 +23,7 @@ from lrl_jax.parallel import multihost
 from lrl_jax.plan.jobs import CPU_XLA_FLAGS
 from lrl_jax.rl import batch as batch_lib, losses
 from tests.cli_util import our_lines
-from tests.train.util import ROOT
+from tests.run.util import ROOT
 
 # configs/test.py made to train: 3 prompt groups (split 2 + 1), a sampler whose TPF varies (temperature 0.5,
 # threshold 0.01) so advantages are not 0, the TPF filter on (it drops most groups; the test model never answers
@@ -161,7 +161,7 @@ def test_two_processes_lose_one_resume_and_match_one_process(tmp_path, spawned):
   for name in ("start", "final"):
     assert (s_want[name]["accuracy"], s_want[name]["tpf"]) == (s_got[name]["accuracy"], s_got[name]["tpf"])
   # The checkpoint both processes wrote restores in this one process (as eval/generate/convert read a run dir).
-  from lrl_jax.checkpoints import run_params
+  from lrl_jax.weights.run_dir import run_params
   import jax
   step, params = run_params(str(workdir))
   assert step == 3

@@ -14,7 +14,7 @@ from lrl_jax.plan.jobs import CPU_XLA_FLAGS
 def _run(*mesh):
   """One sharded_run subprocess; XLA's quick CPU compiles (both runs alike: the programs are mostly compiling)."""
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {CPU_XLA_FLAGS}", JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-m", "tests.train.sharded_run", *map(str, mesh)], env=env, check=True,
+  out = subprocess.run([sys.executable, "-m", "tests.run.sharded_run", *map(str, mesh)], env=env, check=True,
                        capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
   return json.loads(out.stdout.strip().splitlines()[-1])
 
