@@ -14,7 +14,7 @@ from lrl_jax import eval as eval_cli
 from lrl_jax.run.checkpoints import Checkpoints
 from lrl_jax.data.templates import build_prompt
 from lrl_jax.weights import load_checkpoint
-from tests.eval.test_eval_cli import _config as eval_config
+from tests.evaluation.test_eval_cli import _config as eval_config
 from tests.run.util import load
 
 
