@@ -18,16 +18,7 @@ from collections.abc import Callable
 from absl import flags
 
 from lrl_jax import console
-from lrl_jax.errors import UserError, is_user_error, user_error_types
-
-
-def one_line(e: BaseException) -> str:
-  """`<key or file>: <what is wrong>` of a user error, on one line."""
-  if isinstance(e, OSError) and e.strerror and not isinstance(e, user_error_types()):
-    text = f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
-  else:
-    text = str(e)
-  return " ".join(text.split())
+from lrl_jax.errors import UserError, is_user_error, one_line  # is_user_error: re-exported for the entry points
 
 
 def _flag_error(e: flags.Error) -> str:

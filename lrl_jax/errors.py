@@ -34,3 +34,12 @@ def is_user_error(e: BaseException) -> bool:
   if isinstance(e, OSError) and not isinstance(e, user_error_types()):
     return (e.errno in USER_ERRNOS and e.filename is not None) or e.errno in (errno.ENOSPC, errno.EDQUOT)
   return isinstance(e, user_error_types())
+
+
+def one_line(e: BaseException) -> str:
+  """`<key or file>: <what is wrong>` of a user error, on one line."""
+  if isinstance(e, OSError) and e.strerror and not isinstance(e, user_error_types()):
+    text = f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
+  else:
+    text = str(e)
+  return " ".join(text.split())

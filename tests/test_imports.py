@@ -1,8 +1,12 @@
-"""Imports go one way: no cycle between modules of lrl_jax, nor between its top-level units (lrl_jax.X for each
-subpackage or module X), function-level imports included. Read from the source (AST), so nothing is imported."""
+"""Imports go one way (docs/DESIGN.md, "Layers"): no cycle between modules of lrl_jax, nor between its top-level
+units (lrl_jax.X for each subpackage or module X); each unit imports only units of its own or lower layers; entry
+points are imported by no stage; `rewards`, `data` and `evaluation` (but its sweep) never load JAX. Function-level
+imports count. Read from the source (AST), so nothing is imported, except by the JAX-free check."""
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "lrl_jax"
 
@@ -110,6 +114,69 @@ def _explain(graph: dict[str, set[str]], component: list[str], of=lambda m: m) -
                 if of(t) in members and of(t) != of(m))
 
 
+# Top-level units, lowest first. A unit may import units of its own layer or below (never above); `__main__`
+# modules and the modules of the last layer are entry points, which nothing imports.
+LAYERS = (
+    ("errors", "files", "console", "checks", "defaults"),  # no stage: a config file loads without JAX
+    ("kernels", "data", "rewards"),  # attention backends (JAX only); data and judging (no JAX)
+    ("model",),  # the Flax model over the kernels
+    ("parallel", "weights", "decode"),
+    ("rl", "evaluation", "config_parts"),  # the pure RL pieces and the learner; eval sweeps; config -> typed parts
+    ("run",),  # the training application: wiring, validation, loop, checkpoints, warm start
+    ("cli",),  # the command-line convention (flags, one `error:` line), for entry points and tools only
+    ("plan", "bench", "experiments"),  # tools over a training run
+    ("train", "sft", "eval", "generate", "convert", "reward"),  # entry points
+)
+ENTRY_POINTS = set(LAYERS[-1])
+NO_JAX = ("lrl_jax.rewards", "lrl_jax.data", "lrl_jax.evaluation")
+NOT_IMPORTED = ("lrl_jax.evaluation.sweep", "lrl_jax.rewards.harness")  # the JAX sweep; a script the sandbox runs
+
+
+def _layer(unit: str) -> int:
+  return next(i for i, names in enumerate(LAYERS) if unit.removeprefix("lrl_jax.") in names)
+
+
+def _is_entry_point(module: str) -> bool:
+  return module.endswith(".__main__") or module.removeprefix("lrl_jax.") in ENTRY_POINTS
+
+
+def test_every_unit_has_a_layer():
+  units = set(unit_graph(import_graph()))
+  listed = {f"lrl_jax.{n}" for names in LAYERS for n in names}
+  assert units <= listed, sorted(units - listed)
+
+
+def test_units_import_only_their_layer_or_below():
+  graph = import_graph()
+  bad = sorted(f"{m} -> {t}" for m, ts in graph.items() if m != "lrl_jax" and not m.endswith(".__main__")
+               for t in ts if t != "lrl_jax" and _layer(unit_of(t)) > _layer(unit_of(m)))
+  assert not bad, bad
+
+
+def test_no_module_imports_an_entry_point():
+  graph = import_graph()
+  bad = sorted(f"{m} -> {t}" for m, ts in graph.items() for t in ts if _is_entry_point(t))
+  assert not bad, bad
+
+
+def test_jax_free_packages_do_not_load_jax():
+  modules = [m for m in import_graph() if m.startswith(NO_JAX) and m not in NOT_IMPORTED and not _is_entry_point(m)]
+  code = ("import importlib, sys\n"
+          f"for m in {modules!r}:\n    importlib.import_module(m)\n"
+          "heavy = sorted(m for m in ('jax', 'flax', 'optax', 'orbax') if m in sys.modules)\n"
+          "print(','.join(heavy))")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip() == "", f"{done.stdout.strip()} loaded by {modules}"
+
+
+def test_a_config_file_loads_without_jax():
+  code = ("import runpy, sys\nrunpy.run_path('configs/demo.py')['get_config']()\n"
+          "print(','.join(sorted(m for m in ('jax', 'flax', 'optax', 'orbax') if m in sys.modules)))")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
+  assert done.returncode == 0 and done.stdout.strip() == "", (done.stdout, done.stderr[-2000:])
+
+
 def test_no_cycle_between_modules():
   graph = import_graph()
   found = cycles(graph)
@@ -135,3 +202,16 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
   graph = import_graph(root)
   assert cycles(graph) == [["lrl_jax.a.x", "lrl_jax.b"], ["lrl_jax.c", "lrl_jax.d"]]
   assert cycles(unit_graph(graph)) == [["lrl_jax.a", "lrl_jax.b"], ["lrl_jax.c", "lrl_jax.d"]]
+
+
+def test_the_layer_check_sees_an_upward_lazy_import(tmp_path):
+  """The import that used to exist, a stage importing an entry point inside a function, breaks two rules."""
+  root = tmp_path / "lrl_jax"
+  (root / "rl").mkdir(parents=True)
+  (root / "__init__.py").write_text("")
+  (root / "rl" / "__init__.py").write_text("")
+  (root / "rl" / "trainer.py").write_text("def f():\n  from .. import sft\n")
+  (root / "sft.py").write_text("")
+  graph = import_graph(root)
+  assert graph["lrl_jax.rl.trainer"] == {"lrl_jax.sft"}
+  assert _layer(unit_of("lrl_jax.sft")) > _layer(unit_of("lrl_jax.rl.trainer")) and _is_entry_point("lrl_jax.sft")

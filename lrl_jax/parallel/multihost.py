@@ -25,6 +25,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 from absl import flags
 
+from lrl_jax import errors
 from lrl_jax.errors import UserError
 
 ENV = {"coordinator_address": "LRL_COORDINATOR_ADDRESS", "num_processes": "LRL_NUM_PROCESSES",
@@ -285,16 +286,15 @@ def exit_now(e: BaseException, cleanup: Sequence[Callable[[], None]] = ()) -> No
   peers that wait on it; they see it gone and stop too. With one process, return (the caller re-raises)."""
   if count() == 1:
     return
-  from lrl_jax import cli
   e = as_peer_lost(e)
   for fn in cleanup:
     try:
       fn()
     except Exception:  # noqa: BLE001 -- best effort: the process ends either way
       pass
-  if cli.is_user_error(e):
+  if errors.is_user_error(e):
     sys.stdout.flush()
-    sys.stderr.write(f"error: {cli.one_line(e)}\n")
+    sys.stderr.write(f"error: {errors.one_line(e)}\n")
     code = 2
   else:
     traceback.print_exception(e)
