@@ -86,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.policy_reduction = placeholder(str)
   c.loss.kl_reduction = placeholder(str)
   c.loss.nll_reduction = placeholder(str)
+  c.loss.router_aux_loss_coef = placeholder(float)  # MoE models only (0 = off)
 
   c.optim = ml_collections.ConfigDict(dict(lr=1e-6, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=10,
                                            max_grad_norm=1.0))
@@ -114,7 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.warm_start.warmup_steps = 20
   c.warm_start.max_mask_rate = 1.0  # per-block mask rate ~ U(0, max]; below 1 the model starts slow to decode
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, expert=1, tensor=1))
 
   c.logging = ml_collections.ConfigDict(dict(tensorboard=True, wandb=False, wandb_project="lrl_jax"))
 
@@ -318,7 +319,7 @@ def check_rl(c) -> None:
 
 def check_loss(c) -> None:
   from lrl_jax.rl.losses import KL_ESTIMATORS, REDUCTIONS
-  for name in ("eps", "eps_high", "nll_loss_weight", "kl_beta"):
+  for name in ("eps", "eps_high", "nll_loss_weight", "kl_beta", "router_aux_loss_coef"):
     _float(c, f"loss.{name}", 0.0)
   _choice(c, "loss.kl_estimator", KL_ESTIMATORS)
   for name in ("policy_reduction", "kl_reduction", "nll_reduction"):
@@ -387,7 +388,7 @@ def check_mesh(c) -> None:
   """Mesh axes fit the devices; a micro-batch splits evenly over the data-parallel devices."""
   import jax
   sizes = {}
-  for name in ("data", "fsdp", "tensor"):
+  for name in ("data", "fsdp", "expert", "tensor"):
     value = _int(c, f"mesh.{name}", -1)
     if value == 0:
       _fail(f"mesh.{name}", "must be >= 1 or -1 (the devices left over), got 0")
@@ -398,11 +399,10 @@ def check_mesh(c) -> None:
   known = math.prod(v for v in sizes.values() if v != -1)
   if devices % known or (-1 not in sizes.values() and known != devices):
     _fail("mesh", f"{sizes} does not fit the {devices} devices")
-  batch = (devices // known if sizes["data"] == -1 else sizes["data"]) * (
-    devices // known if sizes["fsdp"] == -1 else sizes["fsdp"])
+  batch = math.prod(devices // known if sizes[a] == -1 else sizes[a] for a in ("data", "fsdp", "expert"))
   if c.train.micro_batch_rows % batch:
     _fail("train.micro_batch_rows", f"{c.train.micro_batch_rows} must be a multiple of the {batch} devices that "
-          "share a batch (mesh data x fsdp)")
+          "share a batch (mesh data x fsdp x expert)")
 
 
 def check_logging(c) -> None:

@@ -183,7 +183,7 @@ def _map(fn: Callable, tree: Any) -> Any:
 
 def batch_spec(ndim: int):
   from jax.sharding import PartitionSpec
-  return PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1)))
+  return PartitionSpec(("data", "fsdp", "expert"), *([None] * (ndim - 1)))  # mesh.BATCH
 
 
 def put(tree: Any, shardings: Any) -> Any:

@@ -70,15 +70,16 @@ def model_config(config, preset: str | None) -> tuple[ModelConfig, str]:
   return tiny.tiny_config(block_size=block, **config.model.tiny.to_dict()), "model.tiny"
 
 
-def mesh_shape(config, target: targets.Target) -> tuple[int, int, int]:
-  """(data, fsdp, tensor) of config.mesh on the target's devices (one axis may be -1: the devices left over)."""
-  sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+def mesh_shape(config, target: targets.Target) -> tuple[int, int, int, int]:
+  """(data, fsdp, expert, tensor) of config.mesh on the target's devices (one axis may be -1: the devices left
+  over)."""
+  sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.get("expert", 1), config.mesh.tensor]
   known = 1
   for s in sizes:
     known *= s if s != -1 else 1
   n = target.num_devices
   if sizes.count(-1) > 1 or n % known or (-1 not in sizes and known != n):
-    raise PlanError("mesh", f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}) does not factor the {n} "
+    raise PlanError("mesh", f"({', '.join(f'{a}={s}' for a, s in zip(AXES, sizes))}) does not factor the {n} "
                     f"devices of {target.name}")
   return tuple(n // known if s == -1 else s for s in sizes)
 
@@ -222,11 +223,11 @@ def run(config, *, target_name: str, preset: str | None = None, prompt_len: int 
   cfg, model = model_config(config, preset)
   check_model_fit(config, cfg, prompt_len)
   mesh = mesh_shape(config, target)
-  shards = mesh[0] * mesh[1]
+  shards = mesh[0] * mesh[1] * mesh[2]
   micro = config.train.micro_batch_rows
   if micro % shards:
     raise PlanError("train.micro_batch_rows", f"{micro} is not a multiple of the {shards} devices rows are split "
-                    "over (mesh data x fsdp)")
+                    "over (mesh data x fsdp x expert)")
   fraction = mem_fraction or (DEFAULT_GPU_MEM_FRACTION if target.kind.platform == "cuda" else 1.0)
   budget = int(target.kind.memory_bytes * fraction)
   spec = {"config": json.loads(config.to_json_best_effort()), "target": target.name, "preset": preset,

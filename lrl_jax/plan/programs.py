@@ -99,7 +99,7 @@ class Setup:
   @property
   def batch_shards(self) -> int:
     """Devices a batch's rows are split over (mesh data x fsdp)."""
-    return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    return self.mesh.shape["data"] * self.mesh.shape["fsdp"] * self.mesh.shape["expert"]
 
 
 def abstract(tree, shardings):

@@ -117,7 +117,7 @@ class Trainer:
     if local.shape["tensor"] != self.mesh.shape["tensor"]:
       raise ConfigValueError(f"config.mesh.tensor: {self.mesh.shape['tensor']} spans processes; a tensor-parallel "
                              f"group must lie within one process's {jax.local_device_count()} devices")
-    shards = mesh_lib.AXES[:2]
+    shards = mesh_lib.BATCH
     total = int(np.prod([self.mesh.shape[a] for a in shards]))
     for key, value in (("rollout.batch_size", c.rollout.batch_size), ("eval.batch_size", c.eval.batch_size),
                        ("train.micro_batch_rows", c.train.micro_batch_rows)):

@@ -65,7 +65,7 @@ def test_tpu_fits_with_sharded_params(tmp_path):
   proc, plan = plan_json(tmp_path, "--target=v5e:2x2", "--config.mesh.data=1", "--config.mesh.fsdp=4",
                          "--nosearch", "--noflops")
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert plan["fits"] and plan["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+  assert plan["fits"] and plan["mesh"] == {"data": 1, "fsdp": 4, "expert": 1, "tensor": 1}
   programs = {p["name"]: p for p in plan["programs"]}
   assert set(programs) == {"rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads", "accumulate",
                            "apply", "eval/engine"}
