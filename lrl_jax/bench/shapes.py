@@ -13,6 +13,9 @@ PRESETS = {
     "sdar-1.7b": dict(layers=28, hidden=2048, heads=16, kv_heads=8, head_dim=128, intermediate=6144, vocab=151936),
     "sdar-4b": dict(layers=36, hidden=2560, heads=32, kv_heads=8, head_dim=128, intermediate=9728, vocab=151936),
     "sdar-8b": dict(layers=36, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=12288, vocab=151936),
+    # SDAR-30B-A3B: every layer a 128-expert top-8 MoE block of width 768 (intermediate: its config's unused dense width)
+    "sdar-30b-a3b": dict(layers=48, hidden=2048, heads=32, kv_heads=4, head_dim=128, intermediate=6144, vocab=151936,
+                         experts=128, top_k=8, moe_intermediate=768),
 }
 SHAPE_FLAGS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab")
 
@@ -35,9 +38,11 @@ def preset_config(name: str, block_size: int) -> ModelConfig:
 
 
 def shape_config(shape: dict, block_size: int) -> ModelConfig:
+  moe = dict(num_experts=shape["experts"], num_experts_per_tok=shape["top_k"], norm_topk_prob=True,
+             moe_intermediate_size=shape["moe_intermediate"], model_type="sdar_moe") if "experts" in shape else {}
   return ModelConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["intermediate"],
                      num_layers=shape["layers"], num_heads=shape["heads"], num_kv_heads=shape["kv_heads"],
-                     head_dim=shape["head_dim"], block_size=block_size, mask_token_id=shape["vocab"] - 1)
+                     head_dim=shape["head_dim"], block_size=block_size, mask_token_id=shape["vocab"] - 1, **moe)
 
 
 def shape_name(args: argparse.Namespace) -> str:
