@@ -13,7 +13,7 @@ PRESETS = {
     "sdar-1.7b": dict(layers=28, hidden=2048, heads=16, kv_heads=8, head_dim=128, intermediate=6144, vocab=151936),
     "sdar-4b": dict(layers=36, hidden=2560, heads=32, kv_heads=8, head_dim=128, intermediate=9728, vocab=151936),
     "sdar-8b": dict(layers=36, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=12288, vocab=151936),
-    # SDAR-30B-A3B: every layer a 128-expert top-8 MoE block of width 768 (intermediate: its config's unused dense width)
+    # SDAR-30B-A3B: every layer a 128-expert top-8 MoE block of width 768 (intermediate: the config's unused dense one)
     "sdar-30b-a3b": dict(layers=48, hidden=2048, heads=32, kv_heads=4, head_dim=128, intermediate=6144, vocab=151936,
                          experts=128, top_k=8, moe_intermediate=768),
 }

@@ -3,8 +3,8 @@
 Tokens are routed in float32 (softmax, top-k, optional renormalisation of the k weights), then sorted by expert so
 each expert's tokens are one contiguous group, and the three expert projections run as grouped matmuls over the
 groups (`jax.lax.ragged_dot` on TPU, a tiled batched matmul elsewhere): compute is proportional to tokens × k, never
-to tokens × experts, and no token is dropped whatever the load. `dense_reference` computes every expert for every token; it is the baseline of
-the bench and an independent check in the tests, never used by the model.
+to tokens × experts, and no token is dropped whatever the load. `dense_reference` computes every expert for every
+token; it is the baseline of the bench and an independent check in the tests, never used by the model.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def grouped_matmul_tiles(rows: jax.Array, w: jax.Array, group_sizes: jax.Array) 
   The rows are cut into tiles of T; each group touches the tiles its rows span, so there are at most
   tiles + groups - 1 (tile, group) pairs (a static bound; spare pairs are masked). Each pair multiplies its tile,
   with the rows of other groups zeroed, by its group's weight, and adds the result into its tile: FLOPs ≈ (R + groups
-  × T) · a · b instead of R · groups · a · b. XLA's CPU lowering of `ragged_dot` computes every group on every row.
+  × T) · a · b instead of R · groups · a · b. XLA's CPU lowering of `ragged_dot` computes every group on every
+  row.
   """
   r, a = rows.shape
   groups, _, b = w.shape

@@ -1,4 +1,5 @@
-"""One Mesh (data, fsdp, expert, tensor) from config, logical-axis rules, and shardings of params, optimizer state, batches.
+"""One Mesh (data, fsdp, expert, tensor) from config, logical-axis rules, and shardings of params, optimizer state,
+batches.
 
 The model names axes only (Flax logical partitioning); `activate` applies these rules and a mesh through Flax's
 logical-rules machinery. A logical axis whose size a mesh axis does not divide stays unsharded on that axis, so tiny
