@@ -133,7 +133,7 @@ def test_unknown_target():
 
 def test_mesh_that_does_not_factor_the_devices():
   line = _error_line(run_plan(*TINY, "--target=h100x8", "--config.mesh.fsdp=3"))
-  assert line == "error: mesh: (data=-1, fsdp=3, tensor=1) does not factor the 8 devices of h100x8"
+  assert line == "error: mesh: (data=-1, fsdp=3, expert=1, tensor=1) does not factor the 8 devices of h100x8"
 
 
 def test_missing_extra():
