@@ -98,7 +98,7 @@ class Setup:
 
   @property
   def batch_shards(self) -> int:
-    """Devices a batch's rows are split over (mesh data x fsdp)."""
+    """Devices a batch's rows are split over (mesh data x fsdp x expert)."""
     return self.mesh.shape["data"] * self.mesh.shape["fsdp"] * self.mesh.shape["expert"]
 
 

@@ -123,7 +123,7 @@ class Trainer:
                        ("train.micro_batch_rows", c.train.micro_batch_rows)):
       if value % total or value % processes:
         raise ConfigValueError(f"config.{key}: {value} must be a multiple of the {total} data shards over all "
-                               f"{processes} processes (mesh data x fsdp)")
+                               f"{processes} processes (mesh data x fsdp x expert)")
     return local
 
   def _phase(self, name: str) -> None:
