@@ -80,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.policy_reduction = placeholder(str)
   c.loss.kl_reduction = placeholder(str)
   c.loss.nll_reduction = placeholder(str)
+  c.loss.router_aux_loss_coef = placeholder(float)  # MoE models only (0 = off)
 
   c.optim = ml_collections.ConfigDict(dict(lr=1e-6, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=10,
                                            max_grad_norm=1.0))
@@ -108,7 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.warm_start.warmup_steps = 20
   c.warm_start.max_mask_rate = 1.0  # per-block mask rate ~ U(0, max]; below 1 the model starts slow to decode
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, expert=1, tensor=1))
 
   c.logging = ml_collections.ConfigDict(dict(tensorboard=True, wandb=False, wandb_project="lrl_jax"))
 

@@ -5,7 +5,7 @@ import sys
 
 from lrl_jax import cli
 
-BENCHMARKS = ("decode", "rollout", "train", "reward")
+BENCHMARKS = ("decode", "rollout", "train", "reward", "moe")
 
 
 def main(argv: list[str]) -> int:

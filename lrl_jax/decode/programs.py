@@ -20,7 +20,7 @@ from lrl_jax.decode import engine, slots as slots_lib
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.parallel import mesh as mesh_lib
 
-DATA = ("data", "fsdp")
+DATA = mesh_lib.BATCH
 
 
 def default_mesh():
@@ -29,7 +29,7 @@ def default_mesh():
 
 
 def shards(mesh) -> int:
-  return mesh.shape["data"] * mesh.shape["fsdp"]
+  return mesh.shape["data"] * mesh.shape["fsdp"] * mesh.shape["expert"]
 
 
 SLOTS = slots_lib.Slots(*([P(DATA)] * len(slots_lib.Slots._fields)))

@@ -7,7 +7,8 @@ import json
 import os
 from typing import Any
 
-SUPPORTED_MODEL_TYPES = ("sdar", "qwen3")
+SUPPORTED_MODEL_TYPES = ("sdar", "qwen3", "sdar_moe", "qwen3_moe")
+SDAR_TYPES = ("sdar", "sdar_moe")  # block_size and mask_token_id required
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,15 @@ class ModelConfig:
   # RMSNorm's weight multiplied in float32, one cast after (the SDAR modeling's fused kernel, SGLang); False:
   # transformers' Qwen3 (cast, then weight). Differs only below float32; not read from config.json (docs/DECODE.md)
   norm_weight_fp32: bool = True
+  # mixture of experts (model_type sdar_moe / qwen3_moe; every layer sparse): 0 experts = the dense MLP
+  num_experts: int = 0
+  num_experts_per_tok: int = 0
+  moe_intermediate_size: int = 0
+  norm_topk_prob: bool = False
+
+  @property
+  def is_moe(self) -> bool:
+    return self.num_experts > 0
 
   def to_hf_dict(self) -> dict[str, Any]:
     """The config.json fields an HF loader needs (model_type qwen3 keeps transformers able to load the weights)."""
@@ -56,6 +66,10 @@ class ModelConfig:
         "attention_bias": self.attention_bias,
         "hidden_act": "silu",
     }
+    if self.is_moe:
+      out.update(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", num_experts=self.num_experts,
+                 num_experts_per_tok=self.num_experts_per_tok, moe_intermediate_size=self.moe_intermediate_size,
+                 norm_topk_prob=self.norm_topk_prob, decoder_sparse_step=1, mlp_only_layers=[])
     if self.block_size is not None:
       out["block_size"] = self.block_size
     if self.mask_token_id is not None:
@@ -101,7 +115,7 @@ def config_from_dict(raw: dict, path: str = "config.json") -> ModelConfig:
   head_dim = raw.get("head_dim")
   head_dim = hidden // heads if head_dim is None else _require(raw, "head_dim", path, int)
   vocab = _require(raw, "vocab_size", path, int)
-  if model_type == "sdar":
+  if model_type in SDAR_TYPES:
     block_size = _require(raw, "block_size", path, int)
     mask_token_id = _require(raw, "mask_token_id", path, int)
   else:
@@ -123,9 +137,41 @@ def config_from_dict(raw: dict, path: str = "config.json") -> ModelConfig:
       block_size=block_size,
       mask_token_id=mask_token_id,
       model_type=model_type,
+      **_moe_fields(raw, path),
   )
   _check_consistency(cfg, raw, path)
   return cfg
+
+
+def _moe_fields(raw: dict, path: str) -> dict:
+  """MoE keys of a Qwen3-MoE / SDAR-MoE config (transformers 5 writes num_experts as num_local_experts); a dense
+  config gives none. Only homogeneous stacks are supported: every layer sparse (the released SDAR-30B-A3B) or none."""
+  experts_key = "num_experts" if raw.get("num_experts") is not None else "num_local_experts"
+  if raw.get("model_type") not in ("sdar_moe", "qwen3_moe") or not raw.get(experts_key):
+    return {}
+  experts = _require(raw, experts_key, path, int)
+  layers = _require(raw, "num_hidden_layers", path, int)
+  step = int(raw.get("decoder_sparse_step", 1))
+  if step <= 0:
+    raise ConfigError(f"{path}: key 'decoder_sparse_step' must be positive, got {step}")
+  dense_only = set(raw.get("mlp_only_layers") or [])
+  sparse = [i for i in range(layers) if i not in dense_only and (i + 1) % step == 0]
+  if len(sparse) == 0:
+    return {}
+  if len(sparse) != layers:
+    raise ConfigError(f"{path}: keys 'decoder_sparse_step' = {step} / 'mlp_only_layers' = {sorted(dense_only)} mix "
+                      f"dense and sparse layers; only all-sparse stacks are supported (decoder_sparse_step 1, "
+                      f"mlp_only_layers [])")
+  fields = dict(num_experts=experts, num_experts_per_tok=_require(raw, "num_experts_per_tok", path, int),
+                moe_intermediate_size=_require(raw, "moe_intermediate_size", path, int),
+                norm_topk_prob=bool(raw.get("norm_topk_prob", False)))
+  for key in ("num_experts_per_tok", "moe_intermediate_size"):
+    if fields[key] <= 0:
+      raise ConfigError(f"{path}: key '{key}' must be positive, got {fields[key]}")
+  if fields["num_experts_per_tok"] > experts:
+    raise ConfigError(f"{path}: key 'num_experts_per_tok' = {fields['num_experts_per_tok']} exceeds "
+                      f"{experts_key} = {experts}")
+  return fields
 
 
 def _check_consistency(cfg: ModelConfig, raw: dict, path: str) -> None:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from lrl_jax.kernels import masks
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.model.layers import KV, SDAR, PagedKV
+from lrl_jax.model.moe import RouterStats
 
 
 class ForwardOut(NamedTuple):
@@ -23,16 +24,22 @@ class ForwardOut(NamedTuple):
   kv: KV | None
 
 
+class RoutedOut(NamedTuple):
+  """A forward's output and the router statistics of its MoE layers ([layers, experts] sums over valid tokens)."""
+  out: ForwardOut
+  router: RouterStats
+
+
 def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array, *,
             valid: jax.Array | None = None, noisy: jax.Array | None = None, mode: str = "block",
             block_size: int | None = None, dtype: Any = jnp.float32, remat: str = "none", attn_impl: str = "xla",
             q_chunk: int | None = None, prefix: PagedKV | None = None, return_kv: bool = False,
-            prefix_chunk: int = 8) -> ForwardOut:
+            prefix_chunk: int = 8, router_stats: bool = False) -> ForwardOut | RoutedOut:
   """`SDAR.apply` on params: tokens/positions/valid/noisy [batch, len] → ForwardOut.
 
   Keys are the call's own tokens under the `mode` rule (`masks.allowed`), plus every cached position of `prefix`
   (read `prefix_chunk` pages at a time on the XLA path). Position ids are explicit, so padding never shifts the
-  block grid.
+  block grid. `router_stats` (MoE models): return a `RoutedOut` that adds each layer's `moe.RouterStats`.
   """
   block_size = block_size or cfg.block_size
   if mode == "block" and not block_size:
@@ -40,8 +47,14 @@ def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, positions: jax.Ar
   q_tok = masks.make_tokens(positions, valid, noisy)
   model = SDAR(cfg, dtype=dtype, mode=mode, block_size=block_size, attn_impl=attn_impl, q_chunk=q_chunk, remat=remat,
                return_kv=return_kv, prefix_chunk=prefix_chunk)
-  hidden, kv = model.apply({"params": params}, tokens, q_tok, prefix)
-  return ForwardOut(hidden, kv)
+  if not router_stats:
+    hidden, kv = model.apply({"params": params}, tokens, q_tok, prefix)
+    return ForwardOut(hidden, kv)
+  if not cfg.is_moe:
+    raise ValueError("router_stats needs a mixture-of-experts model (num_experts > 0)")
+  (hidden, kv), state = model.apply({"params": params}, tokens, q_tok, prefix, mutable=["intermediates"])
+  (stats,) = state["intermediates"]["layers"]["router"]
+  return RoutedOut(ForwardOut(hidden, kv), stats)
 
 
 def lm_head(params: dict, cfg: ModelConfig) -> jax.Array:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from lrl_jax.kernels import masks
-from lrl_jax.model import attention, remat as remat_lib
+from lrl_jax.model import attention, moe, remat as remat_lib
 from lrl_jax.model.config import ModelConfig
 
 
@@ -123,12 +123,28 @@ class DecoderLayer(nn.Module):
     x = nn.with_logical_constraint(x + attn, ("batch", "seq", "embed"))
 
     hidden = rms_norm(x, norm("post_attn_norm", e, "embed"), cfg.rms_norm_eps, cfg.norm_weight_fp32)
-    gate = jnp.einsum("bte,em->btm", hidden, weight("gate_proj", (e, m), ("embed", "mlp")))
-    up = jnp.einsum("bte,em->btm", hidden, weight("up_proj", (e, m), ("embed", "mlp")))
-    mlp = nn.with_logical_constraint(jax.nn.silu(gate) * up, ("batch", "seq", "mlp"))
-    down = jnp.einsum("btm,me->bte", mlp, weight("down_proj", (m, e), ("mlp", "embed")))
+    if cfg.is_moe:
+      down = self._sparse_mlp(hidden, q_tok.valid, weight)
+    else:
+      gate = jnp.einsum("bte,em->btm", hidden, weight("gate_proj", (e, m), ("embed", "mlp")))
+      up = jnp.einsum("bte,em->btm", hidden, weight("up_proj", (e, m), ("embed", "mlp")))
+      mlp = nn.with_logical_constraint(jax.nn.silu(gate) * up, ("batch", "seq", "mlp"))
+      down = jnp.einsum("btm,me->bte", mlp, weight("down_proj", (m, e), ("mlp", "embed")))
     x = nn.with_logical_constraint(x + down, ("batch", "seq", "embed"))
     return x, ((k, v) if self.return_kv else None)
+
+
+  def _sparse_mlp(self, hidden, valid, weight):
+    """The MoE block (`moe.sparse_mlp`); its router statistics are sown into "intermediates" (kept when mutable)."""
+    cfg = self.cfg
+    e, x, m = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
+    out, stats = moe.sparse_mlp(hidden, valid, weight("router", (e, x), ("embed", None)),
+                                weight("expert_gate", (x, e, m), ("expert", "embed", "mlp")),
+                                weight("expert_up", (x, e, m), ("expert", "embed", "mlp")),
+                                weight("expert_down", (x, m, e), ("expert", "mlp", "embed")),
+                                cfg.num_experts_per_tok, cfg.norm_topk_prob)
+    self.sow("intermediates", "router", stats)
+    return out
 
 
 class SDAR(nn.Module):
@@ -166,7 +182,7 @@ class SDAR(nn.Module):
     policy = remat_lib.policy(self.remat)
     if self.remat != "none":
       layer = nn.remat(layer, policy=policy, prevent_cse=False)
-    stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+    stack = nn.scan(layer, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
                     in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
     x, kv = stack(cfg=cfg, dtype=self.dtype, param_dtype=self.param_dtype, init_std=self.init_std, mode=self.mode,

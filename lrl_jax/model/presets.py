@@ -14,6 +14,10 @@ PRESETS = {
                     vocab_size=_QWEN3_VOCAB),
     "sdar-8b": dict(num_layers=36, hidden_size=4096, num_heads=32, num_kv_heads=8, head_dim=128,
                     intermediate_size=12288, vocab_size=_QWEN3_VOCAB),
+    # every layer a 128-expert top-8 MoE block of width 768 (intermediate_size: the config's unused dense width)
+    "sdar-30b-a3b": dict(num_layers=48, hidden_size=2048, num_heads=32, num_kv_heads=4, head_dim=128,
+                         intermediate_size=6144, vocab_size=_QWEN3_VOCAB, num_experts=128, num_experts_per_tok=8,
+                         moe_intermediate_size=768, norm_topk_prob=True, model_type="sdar_moe"),
 }
 
 

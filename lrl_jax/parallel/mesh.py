@@ -1,4 +1,5 @@
-"""One Mesh (data, fsdp, tensor) from config, logical-axis rules, and shardings of params, optimizer state, batches.
+"""One Mesh (data, fsdp, expert, tensor) from config, logical-axis rules, and shardings of params, optimizer state,
+batches.
 
 The model names axes only (Flax logical partitioning); `activate` applies these rules and a mesh through Flax's
 logical-rules machinery. A logical axis whose size a mesh axis does not divide stays unsharded on that axis, so tiny
@@ -19,10 +20,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lrl_jax.model.params import param_axes
 from lrl_jax.model.config import ModelConfig
 
-AXES = ("data", "fsdp", "tensor")
+AXES = ("data", "fsdp", "expert", "tensor")
+# Rows are split over every axis but tensor: the expert axis is data-parallel outside the MoE blocks (expert
+# parallelism), and its devices each hold 1/expert of every MoE layer's experts.
+BATCH = ("data", "fsdp", "expert")
 
 RULES = (
-    ("batch", ("data", "fsdp")),
+    ("batch", BATCH),
+    ("expert", "expert"),
     ("vocab", "tensor"),
     ("embed", "fsdp"),
     ("heads", "tensor"),
@@ -33,18 +38,19 @@ RULES = (
     ("seq", None),
 )
 
-# The rollout layout: weights whole on every data shard (split over `tensor` only), so each shard decodes its own
-# slots with no collective inside a forward but the tensor-parallel ones.
+# The rollout layout: weights whole on every data shard (split over `tensor` only, and MoE experts over `expert`),
+# so each shard decodes its own slots with no collective inside a forward but the tensor- and expert-parallel ones.
 ROLLOUT_RULES = tuple((name, None if name == "embed" else target) for name, target in RULES)
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None, expert: int = 1) -> Mesh:
   """Mesh over all devices; one axis may be -1 (= the devices left over)."""
   devices = list(devices if devices is not None else jax.devices())
-  sizes = [data, fsdp, tensor]
+  sizes = [data, fsdp, expert, tensor]
   known = int(np.prod([s for s in sizes if s != -1]))
   if sizes.count(-1) > 1 or len(devices) % known:
-    raise ValueError(f"mesh (data={data}, fsdp={fsdp}, tensor={tensor}) does not fit {len(devices)} devices")
+    raise ValueError(f"mesh (data={data}, fsdp={fsdp}, expert={expert}, tensor={tensor}) does not fit "
+                     f"{len(devices)} devices")
   sizes = [len(devices) // known if s == -1 else s for s in sizes]
   if int(np.prod(sizes)) != len(devices):
     raise ValueError(f"mesh {dict(zip(AXES, sizes))} needs {int(np.prod(sizes))} devices, have {len(devices)}")
@@ -81,7 +87,8 @@ def param_shardings(cfg: ModelConfig, params_shape, mesh: Mesh, rules=RULES):
 
 
 def rollout_shardings(cfg: ModelConfig, params_shape, mesh: Mesh):
-  """NamedSharding of every parameter in the rollout layout (replicated over data and fsdp, split over tensor)."""
+  """NamedSharding of every parameter in the rollout layout (replicated over data and fsdp, split over tensor;
+  experts split over expert)."""
   return param_shardings(cfg, params_shape, mesh, ROLLOUT_RULES)
 
 
@@ -100,6 +107,6 @@ def opt_state_shardings(optimizer: optax.GradientTransformation, params_shape, p
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-  """Rows over (data, fsdp); other dims replicated."""
-  return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+  """Rows over (data, fsdp, expert); other dims replicated."""
+  return NamedSharding(mesh, PartitionSpec(BATCH, *([None] * (ndim - 1))))
 

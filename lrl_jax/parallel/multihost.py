@@ -184,7 +184,7 @@ def _map(fn: Callable, tree: Any) -> Any:
 
 def batch_spec(ndim: int):
   from jax.sharding import PartitionSpec
-  return PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1)))
+  return PartitionSpec(("data", "fsdp", "expert"), *([None] * (ndim - 1)))  # mesh.BATCH
 
 
 def put(tree: Any, shardings: Any) -> Any:
@@ -246,6 +246,8 @@ class HostSlices:
   def __getitem__(self, index) -> np.ndarray:
     if isinstance(index, int):  # a layer of a stacked tensor: one compiled take per array shape, not per layer
       return np.asarray(fetch(_take()(self._array, np.int32(index))))
+    if isinstance(index, tuple) and all(isinstance(i, int) for i in index):  # (layer, expert) of an MoE leaf
+      return np.asarray(fetch(_take_many()(self._array, np.asarray(index, np.int32))))
     return np.asarray(fetch(self._array[index]))
 
 
@@ -254,6 +256,15 @@ def _take():
   """x[i] along the first axis with i traced (compiled once per array shape and sharding)."""
   import jax
   return jax.jit(lambda x, i: jax.lax.dynamic_index_in_dim(x, i, keepdims=False))
+
+
+@functools.lru_cache(maxsize=None)
+def _take_many():
+  """x[i0, i1, ...] of the leading axes with the indices traced (compiled once per array shape and sharding)."""
+  import jax
+  return jax.jit(lambda x, i: jax.lax.dynamic_slice(x, tuple(i) + (0,) * (x.ndim - i.shape[0]),
+                                                    (1,) * i.shape[0] + x.shape[i.shape[0]:]).reshape(
+                                                        x.shape[i.shape[0]:]))
 
 
 def host_slices(tree: Any) -> Any:

@@ -145,11 +145,11 @@ def run(config, *, target_name: str, preset: str | None = None, prompt_len: int 
   cfg, model = model_config(config, preset)
   check_model_fit(config, cfg, prompt_len)
   mesh = mesh_shape(config, target)
-  shards = mesh[0] * mesh[1]
+  shards = mesh[0] * mesh[1] * mesh[2]
   micro = config.train.micro_batch_rows
   if micro % shards:
     raise PlanError("train.micro_batch_rows", f"{micro} is not a multiple of the {shards} devices rows are split "
-                    "over (mesh data x fsdp)")
+                    "over (mesh data x fsdp x expert)")
   fraction = mem_fraction or (DEFAULT_GPU_MEM_FRACTION if target.kind.platform == "cuda" else 1.0)
   budget = int(target.kind.memory_bytes * fraction)
   spec = {"config": json.loads(config.to_json_best_effort()), "target": target.name, "preset": preset,

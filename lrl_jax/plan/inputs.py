@@ -9,6 +9,7 @@ import copy
 from lrl_jax.errors import UserError
 from lrl_jax.model.config import ConfigError, ModelConfig, load_config
 from lrl_jax.model.presets import PRESETS, preset_config
+from lrl_jax.parallel.mesh import AXES
 from lrl_jax.plan import targets
 from lrl_jax.run import validate as checks_of_config
 from lrl_jax.weights import tiny
@@ -60,15 +61,16 @@ def model_config(config, preset: str | None) -> tuple[ModelConfig, str]:
   return tiny.tiny_config(block_size=block, **config.model.tiny.to_dict()), "model.tiny"
 
 
-def mesh_shape(config, target: targets.Target) -> tuple[int, int, int]:
-  """(data, fsdp, tensor) of config.mesh on the target's devices (one axis may be -1: the devices left over)."""
-  sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+def mesh_shape(config, target: targets.Target) -> tuple[int, int, int, int]:
+  """(data, fsdp, expert, tensor) of config.mesh on the target's devices (one axis may be -1: the devices left
+  over)."""
+  sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.get("expert", 1), config.mesh.tensor]
   known = 1
   for s in sizes:
     known *= s if s != -1 else 1
   n = target.num_devices
   if sizes.count(-1) > 1 or n % known or (-1 not in sizes and known != n):
-    raise PlanError("mesh", f"(data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}) does not factor the {n} "
+    raise PlanError("mesh", f"({', '.join(f'{a}={s}' for a, s in zip(AXES, sizes))}) does not factor the {n} "
                     f"devices of {target.name}")
   return tuple(n // known if s == -1 else s for s in sizes)
 

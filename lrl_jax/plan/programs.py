@@ -98,8 +98,8 @@ class Setup:
 
   @property
   def batch_shards(self) -> int:
-    """Devices a batch's rows are split over (mesh data x fsdp)."""
-    return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    """Devices a batch's rows are split over (mesh data x fsdp x expert)."""
+    return self.mesh.shape["data"] * self.mesh.shape["fsdp"] * self.mesh.shape["expert"]
 
 
 def abstract(tree, shardings):
@@ -141,7 +141,7 @@ def export_bytes(params) -> int:
 
 def build_setup(config, cfg: ModelConfig, mesh, prompt_len: int, tpf: float, attention: str = "auto",
                 lengths: ResponseLengths | None = None) -> Setup:
-  """State shapes and shardings exactly as `rl.trainer.Trainer` builds them (float32 master params).
+  """State shapes and shardings exactly as `run.setup` and `rl.learner` build them (float32 master params).
 
   `attention`: the training attention backend to compile; "auto" lets the step choose from the mesh's platform as
   the trainer does.

@@ -61,8 +61,9 @@ def noisy_clean_inputs(tokens, noisy_masked, valid, mask_id: int, block_size: in
 
 def row_logprobs(params, cfg: ModelConfig, tokens, noisy_masked, valid, *, block_size: int, dtype=jnp.float32,
                  remat: str = "none", q_chunk: int | None = None, logits_chunk: int = 128, start: int = 0,
-                 attn_impl: str = "xla"):
-  """(log p(token_i), entropy_i), each [rows, L] float32, read at the noisy positions of the layout.
+                 attn_impl: str = "xla", router_stats: bool = False):
+  """(log p(token_i), entropy_i), each [rows, L] float32, read at the noisy positions of the layout; with
+  `router_stats` (MoE models) a third item, the forward's `moe.RouterStats` ([layers, experts] sums).
 
   Positions outside a row's noisy window (`start` = `noisy_start`) read 0. The mask token is excluded from the
   distribution, exactly as the sampler excludes it from its candidates.
@@ -71,8 +72,9 @@ def row_logprobs(params, cfg: ModelConfig, tokens, noisy_masked, valid, *, block
   n = length - start
   inputs, positions, noisy, both_valid, window = noisy_clean_inputs(tokens, noisy_masked, valid, cfg.mask_token_id,
                                                                     block_size, start)
-  hidden, _ = forward(params, cfg, inputs, positions, valid=both_valid, noisy=noisy, mode="block",
-                      block_size=block_size, dtype=dtype, remat=remat, q_chunk=q_chunk, attn_impl=attn_impl)
+  out = forward(params, cfg, inputs, positions, valid=both_valid, noisy=noisy, mode="block", block_size=block_size,
+                dtype=dtype, remat=remat, q_chunk=q_chunk, attn_impl=attn_impl, router_stats=router_stats)
+  hidden = out.out.hidden if router_stats else out.hidden
   targets = jnp.take_along_axis(tokens, jnp.minimum(window, length - 1), 1)
   logp, entropy = token_logprobs(params, cfg, hidden[:, :n], targets, chunk=logits_chunk,
                                  banned_token=cfg.mask_token_id)
@@ -80,6 +82,8 @@ def row_logprobs(params, cfg: ModelConfig, tokens, noisy_masked, valid, *, block
   inside = (offset >= 0) & (offset < n)
   at = jnp.clip(offset, 0, n - 1)
   unwindow = lambda a: jnp.where(inside, jnp.take_along_axis(a, at, 1), 0.0)
+  if router_stats:
+    return unwindow(logp), unwindow(entropy), out.router
   return unwindow(logp), unwindow(entropy)
 
 

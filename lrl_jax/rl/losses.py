@@ -30,13 +30,14 @@ class LossConfig:
   policy_reduction: str = "sequence"
   kl_reduction: str = "token"
   nll_reduction: str = "token"
+  router_aux_loss_coef: float = 0.0  # MoE models: weight of the load-balancing loss (off by default)
 
   def __post_init__(self):
     self.validate()
 
   def validate(self) -> "LossConfig":
     """Raise FieldError (a ValueError) naming the first setting out of range; return self."""
-    for name in ("eps", "eps_high", "nll_loss_weight", "kl_beta"):
+    for name in ("eps", "eps_high", "nll_loss_weight", "kl_beta", "router_aux_loss_coef"):
       check_float(name, getattr(self, name), 0.0)
     check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
     for name in ("policy_reduction", "kl_reduction", "nll_reduction"):
@@ -150,6 +151,17 @@ def combine_aux(a: dict, b: dict) -> dict:
   return {k: combine.get(k, jnp.add)(a[k], b[k]) for k in a}
 
 
+def with_router(total: jnp.ndarray, aux: dict, stats, share: jnp.ndarray, cfg: LossConfig) -> tuple[jnp.ndarray, dict]:
+  """An MoE micro-batch: adds `router_aux_loss_coef` × its load-balancing loss × its `share` of the accumulated
+  batch to the loss, and its router sums (per layer and expert, over the rows' valid tokens) to aux."""
+  from lrl_jax.model import moe
+  balance = share * moe.load_balancing_loss(stats)
+  total = total + cfg.router_aux_loss_coef * balance
+  aux = dict(aux, loss=total, router_aux_loss=balance, moe_load=stats.load, moe_prob=stats.prob,
+             moe_tokens=stats.tokens)
+  return total, aux
+
+
 def finalize_metrics(aux: dict) -> dict:
   """Accumulated aux -> metrics: the losses as they are (already batch means), token means of ratio/clip/entropy."""
   tokens = aux["tokens"]
@@ -161,4 +173,9 @@ def finalize_metrics(aux: dict) -> dict:
   out["clip_frac"] = aux["clipped_tokens"] / denom
   if "entropy_sum" in aux:
     out["entropy"] = aux["entropy_sum"] / denom
+  if "moe_load" in aux:  # per-expert load over every token of the update, all layers
+    from lrl_jax.model import moe
+    load = moe.load_summary(moe.RouterStats(aux["moe_load"], aux["moe_prob"], aux["moe_tokens"]))
+    out.update(load, router_aux_loss=aux["router_aux_loss"])
+    del out["moe/aux_loss"]
   return out

@@ -51,19 +51,22 @@ class StepConfig:
   attn_impl: str = "auto"  # attention backend; "auto": attention.training_backend of the params' devices
 
 
-def _logprobs(params, batch_tokens, noisy_masked, valid, sc: StepConfig):
+def _logprobs(params, batch_tokens, noisy_masked, valid, sc: StepConfig, router_stats: bool = False):
   return layout.row_logprobs(params, sc.model, batch_tokens, noisy_masked, valid, block_size=sc.block_size,
                              dtype=jnp.dtype(sc.dtype), remat=sc.remat, q_chunk=sc.q_chunk or None,
-                             start=sc.noisy_start, attn_impl=sc.attn_impl)
+                             start=sc.noisy_start, attn_impl=sc.attn_impl, router_stats=router_stats)
 
 
 def _loss(params, mb: MicroBatch, sc: StepConfig):
-  logp, entropy = _logprobs(params, mb.tokens, mb.noisy_masked, mb.valid, sc)
+  logp, entropy, *router = _logprobs(params, mb.tokens, mb.noisy_masked, mb.valid, sc, sc.model.is_moe)
   scored = mb.scored.astype(bool)
   logp = jnp.where(scored, logp, 0.0)  # unscored positions never contribute (nor a -inf at a pad)
   weights = losses.LossWeights(mb.w_policy, mb.w_kl, mb.w_nll)
-  return losses.rl_loss(logp, jnp.where(scored, mb.logp_old, 0.0), jnp.where(scored, mb.logp_ref, 0.0),
-                        mb.advantages, scored, weights, sc.loss, entropy=entropy)
+  total, aux = losses.rl_loss(logp, jnp.where(scored, mb.logp_old, 0.0), jnp.where(scored, mb.logp_ref, 0.0),
+                              mb.advantages, scored, weights, sc.loss, entropy=entropy)
+  if router:  # this micro-batch's share (its policy weights; they sum to 1 over the accumulated batch)
+    return losses.with_router(total, aux, router[0], jnp.sum(mb.w_policy), sc.loss)
+  return total, aux
 
 
 def _grads(params, mb: MicroBatch, sc: StepConfig):

@@ -48,13 +48,13 @@ def rollout_mesh(config, mesh):
   if local.shape["tensor"] != mesh.shape["tensor"]:
     raise ConfigValueError(f"config.mesh.tensor: {mesh.shape['tensor']} spans processes; a tensor-parallel "
                            f"group must lie within one process's {jax.local_device_count()} devices")
-  shards = mesh_lib.AXES[:2]
+  shards = mesh_lib.BATCH
   total = int(np.prod([mesh.shape[a] for a in shards]))
   for key, value in (("rollout.batch_size", c.rollout.batch_size), ("eval.batch_size", c.eval.batch_size),
                      ("train.micro_batch_rows", c.train.micro_batch_rows)):
     if value % total or value % processes:
       raise ConfigValueError(f"config.{key}: {value} must be a multiple of the {total} data shards over all "
-                             f"{processes} processes (mesh data x fsdp)")
+                             f"{processes} processes (mesh data x fsdp x expert)")
   return local
 
 

@@ -22,7 +22,7 @@ from lrl_jax.decode.config import DTYPES
 from lrl_jax.defaults import KILL_PHASES, TOKENIZERS, parse_stop_ids
 from lrl_jax.model.config import load_config
 from lrl_jax.model.remat import POLICIES
-from lrl_jax.parallel.mesh import AXES
+from lrl_jax.parallel.mesh import AXES, BATCH
 from lrl_jax.rl.algorithms import ALGORITHMS
 from lrl_jax.weights import is_hf_dir, is_orbax_dir
 from lrl_jax.weights.run_dir import is_run_dir, model_files_dir
@@ -228,11 +228,10 @@ def check_mesh(c) -> None:
   known = math.prod(v for v in sizes.values() if v != -1)
   if devices % known or (-1 not in sizes.values() and known != devices):
     _fail("mesh", f"{sizes} does not fit the {devices} devices")
-  batch = (devices // known if sizes["data"] == -1 else sizes["data"]) * (
-    devices // known if sizes["fsdp"] == -1 else sizes["fsdp"])
+  batch = math.prod(devices // known if sizes[a] == -1 else sizes[a] for a in BATCH)
   if c.train.micro_batch_rows % batch:
     _fail("train.micro_batch_rows", f"{c.train.micro_batch_rows} must be a multiple of the {batch} devices that "
-          "share a batch (mesh data x fsdp)")
+          f"share a batch (mesh {' x '.join(BATCH)})")
 
 
 def check_logging(c) -> None:

@@ -21,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 
 from lrl_jax.model.config import ModelConfig
 from lrl_jax.model.params import param_shapes
+from lrl_jax.weights import moe_names
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -45,10 +46,18 @@ class Piece(NamedTuple):
   to_ours: Callable[[np.ndarray], np.ndarray]
   row_axis: int = 0
   rows: int = 1
+  expert: int = -1  # an MoE expert's tensor: one [in, out] matrix at (layer, expert) of a stacked leaf
+
+  @property
+  def index(self):
+    """Where the piece goes in its leaf: (layer,), (layer, expert), or everything."""
+    if self.layer < 0:
+      return ...
+    return (self.layer,) if self.expert < 0 else (self.layer, self.expert)
 
 
-def _layer_map(cfg: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
-  """HF per-layer suffix → (our name, hf→ours, ours→hf) for one layer's tensor."""
+def _layer_map(cfg: ModelConfig) -> dict[str, moe_names.Entry]:
+  """HF per-layer suffix → Entry (our name, hf→ours, ours→hf, expert) for one layer's tensor."""
   e, h, kh, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
   same = (lambda w: w, lambda w: w)
   proj = lambda n: (lambda w: w.T.reshape(e, n, d), lambda w: w.reshape(e, n * d).T)
@@ -65,6 +74,10 @@ def _layer_map(cfg: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
       "mlp.up_proj.weight": ("up_proj", lambda w: w.T, lambda w: w.T),
       "mlp.down_proj.weight": ("down_proj", lambda w: w.T, lambda w: w.T),
   }
+  if cfg.is_moe:
+    for name in moe_names.DENSE_MLP:
+      del mapping[name]
+    mapping.update(moe_names.moe_entries(cfg))
   if cfg.attention_bias:
     mapping.update({
         "self_attn.q_proj.bias": ("q_bias", lambda w: w.reshape(h, d), lambda w: w.reshape(h * d)),
@@ -72,7 +85,7 @@ def _layer_map(cfg: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
         "self_attn.v_proj.bias": ("v_bias", lambda w: w.reshape(kh, d), lambda w: w.reshape(kh * d)),
         "self_attn.o_proj.bias": ("o_bias", *same),
     })
-  return mapping
+  return {k: moe_names.Entry(*v) for k, v in mapping.items()}
 
 
 def _top_map(cfg: ModelConfig) -> dict[str, tuple[str, Callable, Callable]]:
@@ -132,12 +145,13 @@ def plan_params(hf_dir: str, cfg: ModelConfig) -> tuple[dict, dict]:
         m = _LAYER_RE.match(name)
         if m and m.group(2) in layer_map:
           layer = int(m.group(1))
-          ours, to_ours, _ = layer_map[m.group(2)]
+          ours, to_ours, _, expert = layer_map[m.group(2)]
           if layer >= cfg.num_layers:
             raise WeightsError(f"{path}: tensor '{name}' has layer {layer} but config has {cfg.num_layers} layers")
-          expected, store, dstore = shapes["layers"][ours][1:], pieces["layers"], dtypes["layers"]
+          expected = shapes["layers"][ours][1 if expert < 0 else 2:]
+          store, dstore = pieces["layers"], dtypes["layers"]
         elif name in top_map:
-          layer = -1
+          layer, expert = -1, -1
           ours, to_ours, _ = top_map[name]
           expected, store, dstore = shapes[ours], pieces, dtypes
         elif _IGNORED.search(name) or (name == "lm_head.weight" and cfg.tie_word_embeddings):
@@ -159,11 +173,12 @@ def plan_params(hf_dir: str, cfg: ModelConfig) -> tuple[dict, dict]:
                              f"{ours} {list(expected)}")
         if dtype not in _ST_DTYPES:
           raise WeightsError(f"{path}: tensor '{name}' has dtype {dtype}; expected one of {sorted(_ST_DTYPES)}")
-        store.setdefault(ours, []).append(Piece(path, name, layer, to_ours, _ROW_AXIS.get(ours, 0), shape[0]))
+        store.setdefault(ours, []).append(Piece(path, name, layer, to_ours, _ROW_AXIS.get(ours, 0), shape[0],
+                                                   expert))
         dstore[ours] = np.dtype(_ST_DTYPES[dtype])
   _check_complete(cfg, pieces, hf_dir)
   for leaf in pieces["layers"].values():
-    leaf.sort(key=lambda p: p.layer)
+    leaf.sort(key=lambda p: (p.layer, p.expert))
   return pieces, dtypes
 
 
@@ -171,8 +186,8 @@ def _check_complete(cfg: ModelConfig, pieces: dict, hf_dir: str) -> None:
   for hf_name, (ours, _, _) in _top_map(cfg).items():
     if ours not in pieces:
       raise WeightsError(f"{hf_dir}: tensor '{hf_name}' is missing")
-  for suffix, (ours, _, _) in _layer_map(cfg).items():
-    present = {p.layer for p in pieces["layers"].get(ours, [])}
+  for suffix, (ours, _, _, expert) in _layer_map(cfg).items():
+    present = {p.layer for p in pieces["layers"].get(ours, []) if p.expert == expert}
     for layer in range(cfg.num_layers):
       if layer not in present:
         raise WeightsError(f"{hf_dir}: tensor 'model.layers.{layer}.{suffix}' is missing")
@@ -198,7 +213,7 @@ def read_hf_params(hf_dir: str, cfg: ModelConfig, dtype=None) -> dict:
   def load(leaf_pieces, shape, src_dtype):
     out = np.empty(shape, dtype or src_dtype)
     for p in leaf_pieces:
-      out[p.layer if p.layer >= 0 else ...] = read_piece(p, out.dtype)
+      out[p.index] = read_piece(p, out.dtype)
     return out
 
   out = {k: load(pieces[k], shapes[k], dtypes[k]) for k in pieces if k != "layers"}
@@ -223,9 +238,9 @@ def _hf_blocks(params: dict, cfg: ModelConfig, block_bytes: int) -> Iterator[tup
     yield hf_name, top_blocks(params[ours], to_hf, _ROW_AXIS[ours])
   layer_map = _layer_map(cfg)
   for layer in range(cfg.num_layers):
-    for suffix, (ours, _, to_hf) in layer_map.items():
-      yield (f"model.layers.{layer}.{suffix}",
-             iter([np.ascontiguousarray(to_hf(np.asarray(params["layers"][ours][layer])))]))
+    for suffix, (ours, _, to_hf, expert) in layer_map.items():
+      tensor = params["layers"][ours][layer if expert < 0 else (layer, expert)]
+      yield f"model.layers.{layer}.{suffix}", iter([np.ascontiguousarray(to_hf(np.asarray(tensor)))])
 
 
 def drain_hf_blocks(params: dict, cfg: ModelConfig, block_bytes: int = BLOCK_BYTES) -> None:
@@ -250,8 +265,8 @@ def hf_layout(cfg: ModelConfig, dtypes: dict) -> list[tuple[str, tuple[int, ...]
     out.append((hf_name, to_hf(np.empty(shapes[ours], np.uint8)).shape, dtypes[ours]))
   layer_map = _layer_map(cfg)
   for layer in range(cfg.num_layers):
-    for suffix, (ours, _, to_hf) in layer_map.items():
-      shape = to_hf(np.empty(shapes["layers"][ours][1:], np.uint8)).shape
+    for suffix, (ours, _, to_hf, expert) in layer_map.items():
+      shape = to_hf(np.empty(shapes["layers"][ours][1 if expert < 0 else 2:], np.uint8)).shape
       out.append((f"model.layers.{layer}.{suffix}", shape, dtypes["layers"][ours]))
   return out
 

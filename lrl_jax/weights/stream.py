@@ -34,8 +34,9 @@ class Streamed:
   def chunk_shape(self) -> tuple[int, ...]:
     """One layer of a stacked leaf; a block of at most BLOCK_BYTES worth of rows of a top-level one."""
     piece = self.pieces[0]
-    if piece.layer >= 0:
-      return (1,) + tuple(self.shape[1:])
+    if piece.layer >= 0:  # one layer, or one expert of one layer
+      lead = 1 if piece.expert < 0 else 2
+      return (1,) * lead + tuple(self.shape[lead:])
     return tuple(min(n, self.block_rows) if i == piece.row_axis else n for i, n in enumerate(self.shape))
 
   @property
@@ -47,7 +48,7 @@ class Streamed:
     """(index into the leaf, data) one block at a time: whole layers, or row blocks of a top-level tensor."""
     for piece in self.pieces:
       if piece.layer >= 0:
-        yield (piece.layer,), hf.read_piece(piece, self.dtype)
+        yield piece.index, hf.read_piece(piece, self.dtype)
         continue
       for start in range(0, piece.rows, self.block_rows):
         rows = slice(start, min(piece.rows, start + self.block_rows))

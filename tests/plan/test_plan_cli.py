@@ -65,7 +65,7 @@ def test_tpu_fits_with_sharded_params(tmp_path):
   proc, plan = plan_json(tmp_path, "--target=v5e:2x2", "--config.mesh.data=1", "--config.mesh.fsdp=4",
                          "--nosearch", "--noflops")
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert plan["fits"] and plan["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+  assert plan["fits"] and plan["mesh"] == {"data": 1, "fsdp": 4, "expert": 1, "tensor": 1}
   programs = {p["name"]: p for p in plan["programs"]}
   assert set(programs) == {"rollout/reshard", "rollout/engine", "logp_old/ref", "micro_grads", "accumulate",
                            "apply", "eval/engine"}
@@ -133,7 +133,7 @@ def test_unknown_target():
 
 def test_mesh_that_does_not_factor_the_devices():
   line = _error_line(run_plan(*TINY, "--target=h100x8", "--config.mesh.fsdp=3"))
-  assert line == "error: mesh: (data=-1, fsdp=3, tensor=1) does not factor the 8 devices of h100x8"
+  assert line == "error: mesh: (data=-1, fsdp=3, expert=1, tensor=1) does not factor the 8 devices of h100x8"
 
 
 def test_missing_extra():

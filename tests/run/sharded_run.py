@@ -1,4 +1,5 @@
-"""Run two accumulated RL updates on a (data, fsdp, tensor) mesh; print the params as JSON-able checksums.
+"""Run two accumulated RL updates on a (data, fsdp, tensor[, expert]) mesh; print the params as JSON-able checksums.
+A fifth argument "moe" runs a tiny 8-expert top-2 model with the load-balancing loss on.
 
 Invoked by test_sharded.py in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8.
 """
@@ -15,7 +16,7 @@ from lrl_jax.decode import Record  # noqa: E402
 from lrl_jax.model import init_params  # noqa: E402
 from lrl_jax.parallel import mesh as mesh_lib  # noqa: E402
 from lrl_jax.rl import batch as batch_lib, losses, optim, step as step_lib  # noqa: E402
-from lrl_jax.weights import tiny  # noqa: E402
+from lrl_jax.weights import tiny, tiny_moe  # noqa: E402
 
 
 def fake_rows(cfg, n_seq=6, seed=0):
@@ -33,10 +34,12 @@ def fake_rows(cfg, n_seq=6, seed=0):
                                  row_multiple=8)
 
 
-def main(data, fsdp, tensor):
+def main(data, fsdp, tensor, expert=1, model="dense"):
   cfg = tiny.tiny_config(num_heads=4, num_kv_heads=2, vocab_size=128)
-  devices = jax.devices()[: data * fsdp * tensor]
-  mesh = mesh_lib.make_mesh(data, fsdp, tensor, devices=devices)
+  if model == "moe":
+    cfg = tiny_moe.tiny_moe_config(num_heads=4, num_kv_heads=2, vocab_size=128)
+  devices = jax.devices()[: data * fsdp * tensor * expert]
+  mesh = mesh_lib.make_mesh(data, fsdp, tensor, devices=devices, expert=expert)
   params = init_params(cfg, jax.random.key(0))
   optimizer = optim.make_optimizer(lr=1e-3, warmup_steps=1, eps=1e-6)  # eps: no 1/eps gain on rounding noise
   shapes = jax.eval_shape(lambda p: p, params)
@@ -46,7 +49,7 @@ def main(data, fsdp, tensor):
   params = jax.device_put(params, p_shard)
   opt_state = jax.jit(optimizer.init, out_shardings=o_shard)(params)
   apply = step_lib.make_apply(optimizer, (p_shard, o_shard))
-  loss_cfg = losses.LossConfig()
+  loss_cfg = losses.LossConfig(router_aux_loss_coef=0.01 if model == "moe" else 0.0)
   sc = step_lib.StepConfig(cfg, loss_cfg, block_size=4)
   put = lambda t: jax.tree.map(lambda x: jax.device_put(x, mesh_lib.batch_sharding(mesh, np.ndim(x))), t)
   for update in range(2):
@@ -65,12 +68,13 @@ def main(data, fsdp, tensor):
     grads_like_params = all(g.sharding.is_equivalent_to(p.sharding, g.ndim)
                             for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params)))
     params, opt_state, _ = apply(params, opt_state, grads)
+    metrics = {k: float(v) for k, v in losses.finalize_metrics(aux).items()}
   shardings = sorted({str(x.sharding.spec) for x in jax.tree.leaves(params)})
   flat = {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist() for k, v in jax.tree.flatten_with_path(params)[0]}
   moved = max(float(np.abs(np.asarray(a) - b).max()) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(init)))
   print(json.dumps({"params": flat, "shardings": shardings, "devices": len(devices), "moved": moved,
-                    "grads_like_params": grads_like_params}))
+                    "grads_like_params": grads_like_params, "metrics": metrics}))
 
 
 if __name__ == "__main__":
-  main(*map(int, sys.argv[1:4]))
+  main(*map(int, sys.argv[1:5]), *sys.argv[5:6])

@@ -74,7 +74,7 @@ BAD = [
   ("eval.thresholds", (0.5, 2.0), "config.eval.thresholds: entry 1 must be a number in [0, 1], got 2.0"),
   ("reward.math_timeout", 0.0, "config.reward.math_timeout: must be > 0"),
   ("mesh.fsdp", 0, "config.mesh.fsdp: must be >= 1 or -1"),
-  ("mesh.fsdp", 3, "config.mesh: {'data': -1, 'fsdp': 3, 'tensor': 1} does not fit the"),
+  ("mesh.fsdp", 3, "config.mesh: {'data': -1, 'fsdp': 3, 'expert': 1, 'tensor': 1} does not fit the"),
   ("debug.kill_at", "lunch@2", "config.debug.kill_at: 'lunch@2' must be PHASE@STEP"),
   ("seed", -1, "config.seed: must be in [0, 2147483647], got -1"),
 ]
