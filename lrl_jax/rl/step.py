@@ -49,6 +49,7 @@ class StepConfig:
   q_chunk: int = 0
   noisy_start: int = 0  # layout.noisy_start of the batch: the noisy window holds L - noisy_start positions
   attn_impl: str = "auto"  # attention backend; "auto": attention.training_backend of the params' devices
+  on_policy: bool = False  # logp_old is the current policy's own (stop_gradient of logp): mb.logp_old is not read
 
 
 def _logprobs(params, batch_tokens, noisy_masked, valid, sc: StepConfig):
@@ -62,7 +63,9 @@ def _loss(params, mb: MicroBatch, sc: StepConfig):
   scored = mb.scored.astype(bool)
   logp = jnp.where(scored, logp, 0.0)  # unscored positions never contribute (nor a -inf at a pad)
   weights = losses.LossWeights(mb.w_policy, mb.w_kl, mb.w_nll)
-  return losses.rl_loss(logp, jnp.where(scored, mb.logp_old, 0.0), jnp.where(scored, mb.logp_ref, 0.0),
+  # on_policy: the params are those that sampled (one update per step), so the ratio is 1 and its gradient is ∇logp
+  logp_old = jax.lax.stop_gradient(logp) if sc.on_policy else jnp.where(scored, mb.logp_old, 0.0)
+  return losses.rl_loss(logp, logp_old, jnp.where(scored, mb.logp_ref, 0.0),
                         mb.advantages, scored, weights, sc.loss, entropy=entropy)
 
 
