@@ -90,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps = 100
   c.train.micro_batch_rows = 8
   c.train.sequences_per_update = 0  # kept responses per optimizer update (0 = all of a step in one update)
+  c.train.recompute_old_logp = True  # False: with one update per step, logp_old = the policy's own (no extra pass)
   c.train.row_len_bucket = 0  # pad row length to a multiple of this (0 = 8 buckets per octave of blocks)
   c.train.eval_every = 0
   c.train.checkpoint_every = 1

@@ -36,6 +36,7 @@ class UpdateConfig:
   shrink: int  # rl.shrink
   reset_per_step: bool  # the authors' fresh AdamW every RL step (rl/optim.py)
   pad_id: int
+  recompute_old_logp: bool  # False: with one update per step, logp_old is the policy's own (no extra pass)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,13 +136,15 @@ class Learner:
                                        [-(-len(idx) // micro) for idx in updates]))
     rows = batch_lib.pad_to(rows, max(s.rows for s in shares), c.pad_id)
     b = rows.batch
-    sc = dataclasses.replace(sc, noisy_start=min(s.noisy_start for s in shares))
+    # one update and train.recompute_old_logp off: the updated params are the sampling ones, logp_old needs no pass
+    on_policy = not c.recompute_old_logp and len(updates) == 1
+    sc = dataclasses.replace(sc, noisy_start=min(s.noisy_start for s in shares), on_policy=on_policy)
     totals = np.sum([s.totals for s in shares], axis=0)  # [updates, 4]
     counts = np.max([s.micro_batches for s in shares], axis=0)  # [updates] micro-batches every process runs
     with mesh_lib.activate(self.programs.mesh):
-      logp_old = self._logprobs(self.params, b, micro, sc)
+      logp_old = np.zeros(b.tokens.shape, np.float32) if on_policy else self._logprobs(self.params, b, micro, sc)
       logp_ref = self._logprobs(self.ref_params, b, micro, sc) if self.ref_params is not None else logp_old
-    gap = np.abs(np.where(b.scored, rows.sampler_logp - logp_old, 0.0))
+    gap = None if on_policy else np.abs(np.where(b.scored, rows.sampler_logp - logp_old, 0.0))
     timings = {"time_logprobs": time.perf_counter() - t2}
     self.hooks.phase("logprobs")
 
@@ -162,9 +165,10 @@ class Learner:
       per_update.append(update_metrics)
       self.hooks.phase("apply")
     metrics = {k: float(np.mean([m[k] for m in per_update])) for k in per_update[0]}  # mean over updates
-    metrics.update(grad_norm=float(np.mean(norms)),
-                   lr=float(multihost.host(optim.current_lr(self.opt_state))),
-                   sampler_logp_gap_max=float(max(multihost.allgather(float(gap.max())))), updates=float(len(norms)))
+    metrics.update(grad_norm=float(np.mean(norms)), lr=float(multihost.host(optim.current_lr(self.opt_state))),
+                   updates=float(len(norms)))
+    if gap is not None:
+      metrics["sampler_logp_gap_max"] = float(max(multihost.allgather(float(gap.max()))))
     timings["time_update"] = time.perf_counter() - t3
     return Update(metrics, timings)
 

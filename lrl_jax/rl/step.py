@@ -49,6 +49,7 @@ class StepConfig:
   q_chunk: int = 0
   noisy_start: int = 0  # layout.noisy_start of the batch: the noisy window holds L - noisy_start positions
   attn_impl: str = "auto"  # attention backend; "auto": attention.training_backend of the params' devices
+  on_policy: bool = False  # logp_old is the current policy's own (stop_gradient of logp): mb.logp_old is not read
 
 
 def _logprobs(params, batch_tokens, noisy_masked, valid, sc: StepConfig, router_stats: bool = False):
@@ -62,8 +63,10 @@ def _loss(params, mb: MicroBatch, sc: StepConfig):
   scored = mb.scored.astype(bool)
   logp = jnp.where(scored, logp, 0.0)  # unscored positions never contribute (nor a -inf at a pad)
   weights = losses.LossWeights(mb.w_policy, mb.w_kl, mb.w_nll)
-  total, aux = losses.rl_loss(logp, jnp.where(scored, mb.logp_old, 0.0), jnp.where(scored, mb.logp_ref, 0.0),
-                              mb.advantages, scored, weights, sc.loss, entropy=entropy)
+  # on_policy: the params are those that sampled (one update per step), so the ratio is 1 and its gradient is ∇logp
+  logp_old = jax.lax.stop_gradient(logp) if sc.on_policy else jnp.where(scored, mb.logp_old, 0.0)
+  total, aux = losses.rl_loss(logp, logp_old, jnp.where(scored, mb.logp_ref, 0.0), mb.advantages, scored, weights,
+                              sc.loss, entropy=entropy)
   if router:  # this micro-batch's share (its policy weights; they sum to 1 over the accumulated batch)
     return losses.with_router(total, aux, router[0], jnp.sum(mb.w_policy), sc.loss)
   return total, aux

@@ -95,5 +95,6 @@ def make_learner(config, model: Model, mesh, logp_mode: str, loss_cfg, hooks: le
   programs = learner.Programs.build(jax.eval_shape(lambda p: p, model.params), mesh,
                                     optim.make_optimizer(**config.optim), sc)
   update = learner.UpdateConfig(logp_mode, t.micro_batch_rows, t.sequences_per_update, t.row_len_bucket,
-                                config.rl.shrink, config.optim.reset_per_step, model.tokenizer.pad_token_id or 0)
+                                config.rl.shrink, config.optim.reset_per_step, model.tokenizer.pad_token_id or 0,
+                                t.recompute_old_logp)
   return learner.Learner(programs, update, model.params, hooks)

@@ -141,3 +141,17 @@ def test_chain_prompts_are_three_blocks_and_each_first_block_holds_two_dependent
     ends = [len("".join(pieces[:i + 1])) for i in range(len(pieces))]
     assert ends.index(first) < ends.index(second) < 16
   assert lengths == {19, 21, 25, 27}  # two blocks of 16 (2 or 3 steps, either box)
+
+
+def test_demo_config_scores_the_longest_chain_response():
+  """configs/demo.py's max_new_tokens keeps every reference response (with <|im_end|>) outside the truncation
+  margin: a response that long counts as truncated, hence wrong, whatever its answer (SPEC §7.2)."""
+  from tests.run.util import load
+  from lrl_jax.data.demo_tasks import CHAIN
+  from lrl_jax.rewards.judge import is_truncated
+  config = load("demo")
+  assert config.data.demo_difficulty == CHAIN
+  tok = _word_tokenizer()
+  longest = max(len(tok(t.solution, add_special_tokens=False)["input_ids"]) + 1 for t in make_tasks(500, CHAIN, 6))
+  assert longest == 27
+  assert not is_truncated(longest, config.rollout.max_new_tokens)

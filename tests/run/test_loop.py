@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lrl_jax import train
@@ -25,6 +26,19 @@ def warm(tmp_path_factory):
   config.train.steps = 0
   train.run(config, str(work))
   return str(work / "warmstart")
+
+
+def test_one_update_per_step_without_the_logp_old_pass(tmp_path, warm):
+  """train.recompute_old_logp=False (configs/demo.py): one update per step, ratio exactly 1, no sampler gap."""
+  config = shrink(load("demo"))
+  config.train.recompute_old_logp = False
+  shutil.copytree(warm, tmp_path / "warmstart")
+  train.run(config, str(tmp_path))
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [m["step"] for m in lines] == [1, 2]
+  for m in lines:
+    assert m["updates"] == 1.0 and m["ratio_mean"] == 1.0 and m["clip_frac"] == 0.0
+    assert "sampler_logp_gap_max" not in m and np.isfinite(m["loss"])
 
 
 @pytest.mark.parametrize("family", ["lightningrl", "grpo", "grpo_traj", "demo"])
