@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from lrl_jax.bench import decode
 from lrl_jax.decode import DecodedBatch, Record
@@ -11,6 +12,7 @@ TINY = ["--layers=2", "--hidden=64", "--heads=4", "--kv_heads=2", "--head_dim=16
         "--block_size=4", "--prompt_len=6", "--max_new_tokens=7", "--reps=1"]
 
 
+@pytest.mark.slow
 def test_bench_decode_tiny(capsys):
   assert decode.main([*TINY, "--batch=2", "--threshold=0.3"]) == 0
   out = capsys.readouterr().out

@@ -20,6 +20,7 @@ TINY = ["--preset=cpu-small", "--layers=1", "--hidden=64", "--heads=2", "--kv_he
         "--max_new_tokens=16", "--median=6", "--forwards_per_call=4"]
 
 
+@pytest.mark.slow
 def test_repeats_report_the_median_run_of_each_engine():
   out = io.StringIO()
   with contextlib.redirect_stdout(out):

@@ -3,6 +3,8 @@ update compiles once."""
 
 import re
 
+import pytest
+
 from lrl_jax.bench import train
 from lrl_jax.model import ModelConfig
 
@@ -10,6 +12,7 @@ TINY = ["--layers=2", "--hidden=64", "--heads=4", "--kv_heads=2", "--head_dim=16
         "--rows=2", "--seq=32", "--block_size=4", "--steps=1"]
 
 
+@pytest.mark.slow
 def test_bench_train_tiny(capsys):
   assert train.main(TINY) == 0
   out = capsys.readouterr().out

@@ -58,6 +58,7 @@ def test_stop_id_mid_block(sharp):
   assert len(rec.decoded_ids) > rec.length
 
 
+@pytest.mark.slow
 def test_batch_invariance_greedy_and_sampled(sharp):
   """A batch of mixed lengths decodes exactly as each prompt alone (same tokens, step_map, sampler log-probs)."""
   cfg, params, _, _ = sharp

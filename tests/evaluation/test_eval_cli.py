@@ -155,7 +155,8 @@ def test_checkpoint_without_tokenizer(checkpoints, tmp_path, capsys):
 
 @pytest.mark.parametrize("overrides, fragment", [
   (dict(thresholds=()), "empty sweep"),
-  (dict(strategy="fastest"), "strategy='fastest' is unknown"),
+  (dict(strategy="fastest"), "strategy: must be one of ('sequential', 'low_confidence_static', "
+                             "'low_confidence_dynamic', 'entropy_bounded'), got 'fastest'"),
   (dict(responses_per_task=0), "responses_per_task"),
   (dict(stop_ids="2,x"), "stop_ids"),
   (dict(y_max="gsm8k=120"), "y_max"),

@@ -60,6 +60,7 @@ def plan_json(tmp_path, *args):
   return proc, (json.loads(path.read_text()) if path.exists() else None)
 
 
+@pytest.mark.slow
 def test_tpu_fits_with_sharded_params(tmp_path):
   """v5e:2x2, fsdp=4: every program fits; the log-prob pass takes exactly the params' quarter per device."""
   proc, plan = plan_json(tmp_path, "--target=v5e:2x2", "--config.mesh.data=1", "--config.mesh.fsdp=4",
@@ -89,6 +90,7 @@ def test_tpu_fits_with_sharded_params(tmp_path):
   assert "fits on v5e:2x2" in proc.stdout and "largest peak: " in proc.stdout
 
 
+@pytest.mark.slow
 def test_gpu_fits_on_one_device(tmp_path):
   proc, plan = plan_json(tmp_path, "--target=h100x1", "--config.mesh.data=1", "--nosearch", "--noflops")
   assert proc.returncode == 0, proc.stdout + proc.stderr

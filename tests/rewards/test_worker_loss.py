@@ -24,7 +24,7 @@ def test_a_worker_killed_mid_run_is_cleaned_up_after():
     elapsed = time.monotonic() - start
     pids = judge.pool.pids()
   assert result["correct"] is False and "timeout" in result["error"] and "killed" in result["error"]
-  assert elapsed < 10
+  assert elapsed < 30  # far below the 100 s the program sleeps: nothing waited for it (slack for a loaded host)
   assert pids == []  # the killed worker was dropped
   survivors = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
   assert survivors == []

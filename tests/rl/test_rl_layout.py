@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lrl_jax.decode import Decoder, DecodeConfig
 from lrl_jax.rl import layout, rows
@@ -53,6 +54,7 @@ def test_noisy_start_is_the_bucketed_widest_masked_span():
   assert starts.tolist() == [20, 32, 0]
 
 
+@pytest.mark.slow
 def test_cropped_noisy_copy_gives_the_same_logprobs(tiny_model):
   """Leaving the prompt's noisy blocks out is exact: the sampler's log-probs within 1e-5 at every scored token."""
   cfg, params, _ = tiny_model

@@ -94,6 +94,7 @@ def _peak_rss(code: str) -> float:
   return float(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_peak_memory_streams_one_expert_at_a_time(tmp_path):
   """Both directions peak below the baseline of a process that imported the converter + Orbax's OCDBT cache pool
   (100 MB, a fixed limit) + 0.3 GB, on a model of 830 MB whose stacked expert leaves are 268 MB each: neither the

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from lrl_jax import convert, generate, train, wiring
+from lrl_jax import convert, generate, train
+from lrl_jax.run import wiring
 from lrl_jax import eval as eval_cli
 from lrl_jax.run.checkpoints import Checkpoints
 from lrl_jax.data.templates import build_prompt
