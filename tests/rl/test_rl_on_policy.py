@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 
+from lrl_jax.decode import Record
 from lrl_jax.model import init_params
 from lrl_jax.rl import batch as batch_lib, losses, step as step_lib
 from lrl_jax.weights import tiny
@@ -13,10 +14,9 @@ def _rows(cfg, n_seq=6, seed=0):
   records = []
   for _ in range(n_seq):
     p, n = int(rng.integers(3, 9)), int(rng.integers(4, 12))
-    records.append({"prompt_ids": rng.integers(4, cfg.vocab_size, p).tolist(),
-                    "decoded_ids": rng.integers(4, cfg.vocab_size, n).tolist(),
-                    "decoded_step_map": rng.integers(0, 6, n).tolist(), "response_ids": [0] * (n - 1),
-                    "logprobs": [0.0] * (n - 1)})
+    records.append(Record(rng.integers(4, cfg.vocab_size, p).astype(np.int32),
+                          rng.integers(4, cfg.vocab_size, n).astype(np.int32), rng.integers(0, 6, n).astype(np.int32),
+                          length=n - 1, forwards_total=6, truncated=False, logprobs=np.zeros(n - 1, np.float32)))
   return batch_lib.training_rows(records, rng.normal(size=n_seq), rng.random(n_seq) < 0.5, mode="trajectory",
                                  block_size=4, shrink=1, pad_id=0, row_multiple=8)
 

@@ -4,12 +4,14 @@ updates with the load-balancing loss on, router load metrics in metrics.jsonl, c
 import json
 
 import numpy as np
+import pytest
 
 from lrl_jax import train
 from lrl_jax.weights import tiny_moe
 from tests.run.util import load
 
 
+@pytest.mark.slow  # the default run trains the MoE model in test_sharded_moe (2 updates, 8 devices == 1)
 def test_two_rl_steps_on_a_moe_model(tmp_path):
   config = load("test")
   cfg = tiny_moe.tiny_moe_config(top_k=2)
