@@ -41,33 +41,6 @@ def pad_tokens(tok: Tokens, length: int) -> Tokens:
   return jax.tree.map(lambda a: jnp.pad(a, ((0, 0), (0, extra))), tok)
 
 
-def cache_tokens(q: Tokens, length: int) -> Tokens:
-  """Keys of a KV cache after writing q's tokens at their (contiguous) positions.
-
-  Slot s holds position s, clean. Slots before the call's first position were written earlier; the call's own
-  slots are valid where its tokens are; later slots are stale or empty and never attended.
-  """
-  batch, t = q.positions.shape
-  slots = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-  start = q.positions[:, :1]
-  offset = jnp.clip(slots - start, 0, t - 1)
-  in_call = (slots >= start) & (slots < start + t)
-  valid = (slots < start) | (in_call & jnp.take_along_axis(q.valid, offset, axis=1))
-  return Tokens(slots, jnp.zeros((batch, length), bool), valid)
-
-
-def call_then_cache_tokens(q: Tokens, length: int) -> Tokens:
-  """Keys of a read-only cache call: the call's own tokens, then the cache slots before its first position.
-
-  Slots at or after the call's first position are stale and invalid. The call's keys come first so a backend that
-  stops after the last visible key tile (the Pallas kernel) reads only the filled prefix of the cache.
-  """
-  batch = q.positions.shape[0]
-  slots = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-  cached = Tokens(slots, jnp.zeros((batch, length), bool), slots < q.positions[:, :1])
-  return jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), q, cached)
-
-
 def allowed(q: Tokens, k: Tokens, mode: str, block_size: int | None) -> jax.Array:
   """[batch, q_len, k_len] bool: may query i attend to key j (SPEC §3)?
 
