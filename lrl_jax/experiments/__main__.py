@@ -16,11 +16,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from lrl_jax import files
-from lrl_jax.experiments import plan, scheduler, table
+from lrl_jax.experiments import paired, plan, scheduler, table
 
 
 def report(config, tasks: list[plan.Task], workdir: str) -> str | None:
-  """Aggregate the finished runs into W/compare.{md,json}, frontier.png and curves.png; the table (None if none)."""
+  """Aggregate the finished runs into W/compare.{md,json} (rows, then the paired claims), frontier.png and
+  curves.png; the Markdown (None if no run finished)."""
   runs, dirs = {}, {}
   for t in tasks:
     if t.variant is not None and os.path.exists(t.done):
@@ -34,7 +35,8 @@ def report(config, tasks: list[plan.Task], workdir: str) -> str | None:
   result = table.aggregate(runs)
   result["curves"] = table.curves(dirs)
   settings = {name: f"`{spec}` {overrides}".strip() for name, spec, overrides in config.variants}
-  text = table.markdown(result, settings)
+  result["paired"] = paired.compare(result, paired.claims(config.paired))
+  text = table.markdown(result, settings) + "\n" + paired.markdown(result["paired"])
   for name, content in ((table.TABLE_NAME, text), (table.JSON_NAME, json.dumps(result, indent=1))):
     files.write_text(os.path.join(workdir, name), content)
   table.save_figure(table.frontier_figure(result), os.path.join(workdir, table.PLOT_NAME))

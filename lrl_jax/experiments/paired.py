@@ -10,8 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+# What a claim compares, per seed: final accuracy %, final TPF over the seed's warm-start TPF, AUP (first threshold
+# for the first two, the whole sweep for AUP).
+CLAIM_KEYS = ("accuracy", "tpf_gain", "aup")
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,48 @@ def paired_rows(result: Mapping, a: str, b: str, key: str, confidence: float = 0
       raise KeyError(f"no row {name!r} (rows: {sorted(rows)})")
   seeds = sorted(set(rows[a]) & set(rows[b]))
   return paired_difference([rows[a][s][key] for s in seeds], [rows[b][s][key] for s in seeds], confidence)
+
+
+class Claim(NamedTuple):
+  """Row `a` minus row `b` per seed (`start` names the warm starts), read as `label`."""
+  a: str
+  b: str
+  label: str
+
+
+def claims(entries) -> list[Claim]:
+  """The config's `paired` entries as Claims; ValueError naming the entry when one is not (a, b, label)."""
+  out = []
+  for i, entry in enumerate(entries):
+    if len(entry) != 3 or not all(isinstance(x, str) and x for x in entry):
+      raise ValueError(f"paired[{i}]: expected (row a, row b, label), got {entry!r}")
+    out.append(Claim(*entry))
+  return out
+
+
+def compare(result: Mapping, wanted: Sequence[Claim], confidence: float = 0.95) -> list[dict]:
+  """Each claim whose two rows share >= 2 seeds: a - b on every CLAIM_KEYS key as a PairedDifference dict."""
+  present = {r["name"]: set(r["per_seed"]) for r in result["rows"]}
+  out = []
+  for claim in wanted:
+    if len(present.get(claim.a, set()) & present.get(claim.b, set())) < 2:
+      continue
+    diffs = {key: vars(paired_rows(result, claim.b, claim.a, key, confidence)) for key in CLAIM_KEYS}
+    out.append({"a": claim.a, "b": claim.b, "label": claim.label, **diffs})
+  return out
+
+
+def markdown(comparisons: Sequence[Mapping]) -> str:
+  """One line per claim: mean a - b [95% interval] of accuracy points, TPF gain and AUP, and the seed count."""
+  if not comparisons:
+    return ""
+  cell = lambda d, digits: f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
+  conf = comparisons[0]["accuracy"]["confidence"]
+  lines = [f"| a − b | claim | seeds | Δ accuracy (points) | Δ TPF gain (×start) | Δ AUP |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  for c in comparisons:
+    lines.append(f"| {c['a']} − {c['b']} | {c['label']} | {c['accuracy']['n']} | {cell(c['accuracy'], 1)} | "
+                 f"{cell(c['tpf_gain'], 2)} | {cell(c['aup'], 1)} |")
+  return "\n".join(lines) + (f"\n\nPaired per seed (each seed's rows share its warm start): mean of a − b with its "
+                             f"two-sided {conf:.0%} Student-t interval. TPF gain is final TPF / the seed's start TPF at "
+                             "the first threshold.\n")

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import ml_collections
 
+from lrl_jax.experiments import paired
+
 WARM_START_KEYS = ("seed", "model.", "data.", "warm_start.", "rollout.block_size")
 
 
@@ -118,6 +120,14 @@ def variants(config) -> list[Variant]:
     if warm is not None and this != warm:
       raise PlanError(f"variants.{v.name}", f"its config {v.config} needs another warm start than {out[0].name}'s")
     warm = this
+  try:
+    wanted = paired.claims(config.paired)
+  except ValueError as e:
+    raise PlanError("paired", str(e)) from None
+  for claim in wanted:
+    for row in (claim.a, claim.b):
+      if row != "start" and row not in seen:
+        raise PlanError("paired", f"{claim.label!r} names {row!r}, which is neither 'start' nor a variant")
   return out
 
 

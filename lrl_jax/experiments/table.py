@@ -43,6 +43,7 @@ def aggregate(runs: Mapping[str, Mapping[int, Mapping]]) -> dict:
   rows = []
   for name, by_seed in policies:
     per_seed = {s: {"accuracy": pol["accuracy"], "tpf": pol["tpf"], "aup": aup(_points(pol), y_max),
+                    "tpf_gain": pol["tpf"] / starts[s]["tpf"],
                     "minutes": summary["wall_seconds"] / 60 if summary else None,
                     "points": _points(pol)} for s, (pol, summary) in by_seed.items()}
     row = {"name": name, "seeds": sorted(per_seed), "per_seed": per_seed}

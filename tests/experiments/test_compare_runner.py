@@ -79,7 +79,9 @@ def test_plan_errors_name_the_key(tmp_path, monkeypatch):
          (dict(variants=(("a", "configs/test.py", "data.demo_size=32"),)), "changes the shared warm start"),
          (dict(variants=(("a", "configs/nope.py", ""),)), "does not exist"),
          (dict(only="lightningrl,ppo"), "only: no variant named ['ppo']"),
-         (dict(seeds=(0, 0)), "seeds: need distinct seeds")]
+         (dict(seeds=(0, 0)), "seeds: need distinct seeds"),
+         (dict(paired=(("lightningrl", "ppo", "x"),)), "paired: 'x' names 'ppo', which is neither"),
+         (dict(paired=(("lightningrl", "grpo"),)), "paired: paired[0]: expected (row a, row b, label)")]
   for kw, message in bad:
     with pytest.raises(plan.PlanError, match=None) as e:
       plan.tasks(_config(**kw), str(tmp_path))
@@ -141,4 +143,6 @@ def test_runner_end_to_end_with_a_killed_variant_resumed(tmp_path):
     starts = [json.loads((work / f"runs/{v}/seed{seed}/summary.json").read_text())["start"]
               for v in ("lightningrl", "grpo")]
     assert starts[0] == starts[1]
+  assert result["paired"][0]["a"] == "lightningrl" and result["paired"][0]["accuracy"]["n"] == 2
+  assert "| lightningrl − grpo | LightningRL vs GRPO | 2 |" in (work / "compare.md").read_text()
   assert (work / "frontier.png").stat().st_size > 0 and (work / "curves.png").stat().st_size > 0
