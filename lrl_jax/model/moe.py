@@ -2,9 +2,10 @@
 
 Tokens are routed in float32 (softmax, top-k, optional renormalisation of the k weights), then sorted by expert so
 each expert's tokens are one contiguous group, and the three expert projections run as grouped matmuls over the
-groups (`jax.lax.ragged_dot` on TPU, a tiled batched matmul elsewhere): compute is proportional to tokens × k, never
-to tokens × experts, and no token is dropped whatever the load. `dense_reference` computes every expert for every
-token; it is the baseline of the bench and an independent check in the tests, never used by the model.
+groups (`model/grouped_matmul.py`: `ragged_dot` on TPU, a loop over row tiles on CPU, a tiled batched matmul on GPU):
+compute is proportional to tokens × k, never to tokens × experts, and no token is dropped whatever the load.
+`dense_reference` computes every expert for every token; it is the baseline of the bench and an independent check in
+the tests, never used by the model.
 """
 
 from __future__ import annotations
