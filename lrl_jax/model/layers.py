@@ -138,8 +138,9 @@ class DecoderLayer(nn.Module):
     """The MoE block (`moe.sparse_mlp`, tokens dispatched to the experts' shards by `moe_dispatch`); its router
     statistics are sown into "intermediates" (kept when mutable)."""
     cfg = self.cfg
-    e, x, m = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
-    out, stats = moe.sparse_mlp(hidden, valid, weight("router", (e, x), ("embed", None)),
+    e, m = cfg.hidden_size, cfg.moe_intermediate_size
+    x = moe_dispatch.local_experts(cfg.num_experts)  # this shard's experts inside a shard_map over `expert`
+    out, stats = moe.sparse_mlp(hidden, valid, weight("router", (e, cfg.num_experts), ("embed", None)),
                                 weight("expert_gate", (x, e, m), ("expert", "embed", "mlp")),
                                 weight("expert_up", (x, e, m), ("expert", "embed", "mlp")),
                                 weight("expert_down", (x, m, e), ("expert", "mlp", "embed")),

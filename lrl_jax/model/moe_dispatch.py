@@ -129,3 +129,21 @@ def experts(x: jax.Array, routing: moe.Routing, gate: jax.Array, up: jax.Array, 
   specs = (P(rows, None),) * 3 + (w_spec, w_spec, d_spec)
   return jax.shard_map(body, mesh=mesh, axis_names=set(auto), in_specs=specs, out_specs=P(rows, None))(
       x, routing.weights, routing.experts, gate, up, down)
+
+
+def local_experts(num_experts: int) -> int:
+  """Experts a shard holds where `expert` is a manual axis of size E > 1 dividing them (inside the rollout engine's
+  `shard_map`, which passes each shard its own X/E: `decode/programs.py`): X/E; else all X."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or AXIS not in mesh.manual_axes or num_experts % mesh.shape[AXIS]:
+    return num_experts
+  return num_experts // mesh.shape[AXIS]
+
+
+def any_in_group(flag: jax.Array) -> jax.Array:
+  """A bool OR-ed over the shards of an expert group when `expert` is a manual axis of size > 1 (the rollout engine's
+  `shard_map`): shards whose MoE layers exchange tokens must agree on running each forward."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or AXIS not in mesh.manual_axes or mesh.shape[AXIS] == 1:
+    return flag
+  return jax.lax.psum(flag.astype(jnp.int32), AXIS) > 0
