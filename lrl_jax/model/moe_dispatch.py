@@ -59,10 +59,7 @@ def skip_empty(matmul, chunk: int):
   """`matmul(rows, w, group_sizes)` run over chunks of `chunk` rows; a chunk past the grouped rows (they come first)
   is zeros without computing it. Same result as `matmul` (rows outside every group give zeros)."""
 
-  def part(rows, w, sizes):
-    return matmul(rows, w, sizes)
-
-  def zeros(rows, w, sizes):  # varying over the same manual axes as `part`'s result (inside a shard_map)
+  def zeros(rows, w, sizes):  # varying over the same manual axes as `matmul`'s result (inside a shard_map)
     out = jnp.zeros((rows.shape[0], w.shape[-1]), jnp.result_type(rows, w))
     vary = set().union(*(jax.typeof(a).manual_axis_type.varying for a in (rows, w, sizes)))
     return jax.lax.pcast(out, tuple(sorted(vary)), to="varying") if vary else out
@@ -77,7 +74,7 @@ def skip_empty(matmul, chunk: int):
     for lo in range(0, r, chunk):
       hi = min(lo + chunk, r)
       sizes = jnp.clip(ends, lo, hi) - jnp.clip(starts, lo, hi)  # each group's rows inside [lo, hi)
-      out.append(jax.lax.cond(ends[-1] > lo, part, zeros, rows[lo:hi], w, sizes))
+      out.append(jax.lax.cond(ends[-1] > lo, matmul, zeros, rows[lo:hi], w, sizes))
     return jnp.concatenate(out)
 
   return run
