@@ -4,8 +4,8 @@ Every program is `jax.shard_map` over the mesh's data axes (`data`, `fsdp`, `exp
 automatic: slots, pages and free stacks are split over the data axes, params are replicated over them (the rollout
 layout, `parallel.mesh.rollout_shardings`), so a denoising forward runs no collective but the tensor-parallel ones;
 MoE experts stay split over `expert`, and the shards of an expert group exchange tokens (`model/moe_dispatch.py`).
-The host addresses slots by global index (shard * slots + local); each shard acts on its own rows and ignores the others.
-On one device the mesh is 1 x 1 x 1 and the same programs run unchanged.
+The host addresses slots by global index (shard * slots + local); each shard acts on its own rows and ignores the
+others. On one device the mesh is 1 x 1 x 1 and the same programs run unchanged.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Checks of the expert-parallel dispatch on 8 host devices, those named in argv printed as JSON (run by
-test_moe_dispatch.py with XLA_FLAGS=--xla_force_host_platform_device_count=8): `block`, a 2-layer scanned, rematerialised stack of MoE blocks, its
-value and 5 gradients on (fsdp 2, expert 2, tensor 2) against the same stack on one device; the collectives of the
-compiled program; `decode`, greedy decode records of a tiny MoE model on (data 2, expert 4) against one device."""
+test_moe_dispatch.py with XLA_FLAGS=--xla_force_host_platform_device_count=8): `block`, a 2-layer scanned,
+rematerialised stack of MoE blocks, its value and 5 gradients on (fsdp 2, expert 2, tensor 2) against the same stack
+on one device, and the collectives of the compiled program; `decode`, greedy decode records of a tiny MoE model on (data 2, expert 4) against one device."""
 
 import json
 import re
@@ -53,8 +53,9 @@ def block_check():
     text = fn.lower(*args).compile().as_text()
   rel = lambda a, b: float(jnp.abs(a - b).max() / jnp.maximum(jnp.abs(b).max(), 1e-30))
   gathers = [line for line in text.splitlines() if re.search(r"\ball-gather(-start)?\(", line)]
+  shapes = [re.search(r"= (\S+\[[\d,]*\])", line) for line in gathers]
   return {"out": rel(got, want), "grads": [rel(g, w) for g, w in zip(grads, want_grads)],
-          "gathered_shapes": sorted({m.group(1) for line in gathers for m in [re.search(r"= (\S+\[[\d,]*\])", line)] if m}),
+          "gathered_shapes": sorted({m.group(1) for m in shapes if m}),
           "reduce_scatter": bool(re.search(r"\breduce-scatter(-start)?\(", text)),
           "conditionals": len(re.findall(r"\bconditional\(", text))}
 
