@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from lrl_jax.decode import sampling, strategies
 from lrl_jax.decode.config import DecodeConfig
 from lrl_jax.decode.slots import ACTIVE, DONE, EngineShape, Pool, Slots, free_pages
-from lrl_jax.model import PagedKV, forward, logits
+from lrl_jax.model import PagedKV, forward, logits, moe_dispatch
 from lrl_jax.model.config import ModelConfig
 
 _LOGIT_BYTES = 2**29  # largest float32 [rows, vocab] logits block sampled at once
@@ -180,18 +180,23 @@ def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.A
   `threshold` is θ as a runtime scalar (`dcfg.threshold` is not read), so every θ runs the same program.
   `decode/programs.py` compiles it over the mesh."""
   zero = jnp.int32(0)
-  init = (slots, pool, Stats(zero, zero, zero, jnp.bool_(False), jnp.bool_(False)))
 
-  def cond(carry):
-    slots, _, st = carry
-    done_waiting = queued & (slots.status == DONE).any()
-    return ((st.forwards < max_forwards) & (slots.status == ACTIVE).any() & ~done_waiting & ~st.stalled
-            & ~st.overflow)
+  def go_on(slots, st):
+    """Another forward? With MoE layers the shards of an expert group exchange tokens, so they agree: on while one
+    has an active slot, stopped when one needs the host (a shard with no active slot runs no-op forwards)."""
+    active = (slots.status == ACTIVE).any()
+    host = (queued & (slots.status == DONE).any()) | st.stalled | st.overflow
+    if cfg.is_moe:
+      active, host = moe_dispatch.any_in_group(active), moe_dispatch.any_in_group(host)
+    return (st.forwards < max_forwards) & active & ~host
 
   def body(carry):
-    slots, pool, st = carry
+    slots, pool, st, _ = carry
     step = _forward_step(params, slots, pool, threshold, cfg=cfg, dcfg=dcfg, shape=shape, bucket=bucket)
-    return step.slots, step.pool, Stats(st.forwards + 1, st.rows + step.busy.shape[0],
-                                        st.busy + step.busy.sum().astype(jnp.int32), step.stalled, step.overflow)
+    st = Stats(st.forwards + 1, st.rows + step.busy.shape[0], st.busy + step.busy.sum().astype(jnp.int32),
+               step.stalled, step.overflow)
+    return step.slots, step.pool, st, go_on(step.slots, st)
 
-  return jax.lax.while_loop(cond, body, init)
+  st = Stats(zero, zero, zero, jnp.bool_(False), jnp.bool_(False))
+  slots, pool, st, _ = jax.lax.while_loop(lambda carry: carry[3], body, (slots, pool, st, go_on(slots, st)))
+  return slots, pool, st

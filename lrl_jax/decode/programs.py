@@ -1,10 +1,11 @@
 """The rollout engine's compiled programs over a mesh: each shard of the data axes runs its own slots and pages.
 
-Every program is `jax.shard_map` over the mesh's data axes (`data`, `fsdp`) with the `tensor` axis left automatic:
-slots, pages and free stacks are split over the data axes, params are replicated over them (the rollout layout,
-`parallel.mesh.rollout_shardings`), so a denoising forward runs no collective but the tensor-parallel ones. The host
-addresses slots by global index (shard * slots + local); each shard acts on its own rows and ignores the others.
-On one device the mesh is 1 x 1 x 1 and the same programs run unchanged.
+Every program is `jax.shard_map` over the mesh's data axes (`data`, `fsdp`, `expert`) with the `tensor` axis left
+automatic: slots, pages and free stacks are split over the data axes, params are replicated over them (the rollout
+layout, `parallel.mesh.rollout_shardings`), so a denoising forward runs no collective but the tensor-parallel ones;
+MoE experts stay split over `expert`, and the shards of an expert group exchange tokens (`model/moe_dispatch.py`).
+The host addresses slots by global index (shard * slots + local); each shard acts on its own rows and ignores the
+others. On one device the mesh is 1 x 1 x 1 and the same programs run unchanged.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def _local_rows(rows, slots_per_shard: int):
   """Global slot ids [R] → this shard's local ids; rows of other shards become out-of-range (slots_per_shard)."""
   local = rows - jax.lax.axis_index(DATA) * slots_per_shard
   return jnp.where((local >= 0) & (local < slots_per_shard), local, slots_per_shard)
+
+
+def _param_specs(cfg: ModelConfig, params, mesh):
+  """The params' specs over the data axes: their rollout layout's split over them (MoE experts over `expert`, the
+  MoE block dispatches tokens to them: `model/moe_dispatch.py`), replicated otherwise."""
+  data = lambda entry: tuple(a for a in ((entry,) if isinstance(entry, str) else entry or ()) if a in DATA) or None
+  return jax.tree.map(lambda s: P(*map(data, s.spec)), mesh_lib.rollout_shardings(cfg, params, mesh))
 
 
 def kv_split(cfg: ModelConfig, mesh) -> bool:
@@ -93,8 +101,8 @@ def for_mesh(mesh, kv_tensor: bool = False) -> Programs:
                                    shape=shape, bucket=bucket)
       return slots, pool, jax.tree.map(lambda x: x[None], st)
 
-    return _shard_map(local, mesh, (P(), SLOTS, POOL, P(), P(), P()), (SLOTS, POOL, STATS))(
-        params, slots, pool, max_forwards, queued, threshold)
+    return _shard_map(local, mesh, (_param_specs(cfg, params, mesh), SLOTS, POOL, P(), P(), P()),
+                      (SLOTS, POOL, STATS))(params, slots, pool, max_forwards, queued, threshold)
 
   def admit(slots, rows, tokens, prompt_len, end, keys, *, shape, block_size, mask_id):
     """Start sequences in global slots `rows` [R] (ids >= total slots are padding)."""

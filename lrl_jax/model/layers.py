@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from lrl_jax.kernels import masks
-from lrl_jax.model import attention, moe, remat as remat_lib
+from lrl_jax.model import attention, moe, moe_dispatch, remat as remat_lib
 from lrl_jax.model.config import ModelConfig
 
 
@@ -135,14 +135,16 @@ class DecoderLayer(nn.Module):
 
 
   def _sparse_mlp(self, hidden, valid, weight):
-    """The MoE block (`moe.sparse_mlp`); its router statistics are sown into "intermediates" (kept when mutable)."""
+    """The MoE block (`moe.sparse_mlp`, tokens dispatched to the experts' shards by `moe_dispatch`); its router
+    statistics are sown into "intermediates" (kept when mutable)."""
     cfg = self.cfg
-    e, x, m = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
-    out, stats = moe.sparse_mlp(hidden, valid, weight("router", (e, x), ("embed", None)),
+    e, m = cfg.hidden_size, cfg.moe_intermediate_size
+    x = moe_dispatch.local_experts(cfg.num_experts)  # this shard's experts inside a shard_map over `expert`
+    out, stats = moe.sparse_mlp(hidden, valid, weight("router", (e, cfg.num_experts), ("embed", None)),
                                 weight("expert_gate", (x, e, m), ("expert", "embed", "mlp")),
                                 weight("expert_up", (x, e, m), ("expert", "embed", "mlp")),
                                 weight("expert_down", (x, m, e), ("expert", "mlp", "embed")),
-                                cfg.num_experts_per_tok, cfg.norm_topk_prob)
+                                cfg.num_experts_per_tok, cfg.norm_topk_prob, experts=moe_dispatch.experts)
     self.sow("intermediates", "router", stats)
     return out
 

@@ -83,12 +83,13 @@ def router_stats(routing: Routing, valid: jax.Array) -> RouterStats:
 
 
 def sparse_mlp(x: jax.Array, valid: jax.Array, router: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array,
-               top_k: int, norm_topk_prob: bool) -> tuple[jax.Array, RouterStats]:
-  """The MoE block on x [b, t, e] (valid [b, t]) → (output [b, t, e], its RouterStats)."""
+               top_k: int, norm_topk_prob: bool, experts=experts_grouped) -> tuple[jax.Array, RouterStats]:
+  """The MoE block on x [b, t, e] (valid [b, t]) → (output [b, t, e], its RouterStats); `experts` computes the
+  routed experts (`experts_grouped`, or `moe_dispatch.experts` with the experts split over a mesh axis)."""
   b, t, e = x.shape
   flat = x.reshape(b * t, e)
   routing = route(flat, router, top_k, norm_topk_prob)
-  out = experts_grouped(flat, routing, gate, up, down)
+  out = experts(flat, routing, gate, up, down)
   return out.reshape(b, t, e), router_stats(routing, valid.reshape(b * t))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lrl_jax.model.moe_dispatch import fit_spec
 from lrl_jax.model.params import param_axes
 from lrl_jax.model.config import ModelConfig
 
@@ -66,17 +67,7 @@ def activate(mesh: Mesh, rules=RULES) -> Iterator[None]:
 
 def fitted_spec(shape, names, mesh: Mesh, rules=RULES) -> PartitionSpec:
   """PartitionSpec of logical names, dropping mesh axes that do not divide the dimension."""
-  spec = nn.logical_to_mesh_axes(names, rules)
-  out = []
-  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    kept, size = [], 1
-    for a in axes:
-      if dim % (size * mesh.shape[a]) == 0:
-        kept.append(a)
-        size *= mesh.shape[a]
-    out.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
-  return PartitionSpec(*out)
+  return fit_spec(shape, nn.logical_to_mesh_axes(names, rules), dict(mesh.shape))
 
 
 def param_shardings(cfg: ModelConfig, params_shape, mesh: Mesh, rules=RULES):
