@@ -34,12 +34,14 @@ def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, positions: jax.Ar
             valid: jax.Array | None = None, noisy: jax.Array | None = None, mode: str = "block",
             block_size: int | None = None, dtype: Any = jnp.float32, remat: str = "none", attn_impl: str = "xla",
             q_chunk: int | None = None, prefix: PagedKV | None = None, return_kv: bool = False,
-            prefix_chunk: int = 8, router_stats: bool = False) -> ForwardOut | RoutedOut:
+            prefix_chunk: int = 8, router_stats: bool = False,
+            counted: jax.Array | None = None) -> ForwardOut | RoutedOut:
   """`SDAR.apply` on params: tokens/positions/valid/noisy [batch, len] → ForwardOut.
 
   Keys are the call's own tokens under the `mode` rule (`masks.allowed`), plus every cached position of `prefix`
   (read `prefix_chunk` pages at a time on the XLA path). Position ids are explicit, so padding never shifts the
-  block grid. `router_stats` (MoE models): return a `RoutedOut` that adds each layer's `moe.RouterStats`.
+  block grid. `router_stats` (MoE models): return a `RoutedOut` that adds each layer's `moe.RouterStats` over the
+  tokens `counted` [batch, len] marks (default `valid`; a layout may attend tokens that are not its own).
   """
   block_size = block_size or cfg.block_size
   if mode == "block" and not block_size:
@@ -52,7 +54,7 @@ def forward(params: dict, cfg: ModelConfig, tokens: jax.Array, positions: jax.Ar
     return ForwardOut(hidden, kv)
   if not cfg.is_moe:
     raise ValueError("router_stats needs a mixture-of-experts model (num_experts > 0)")
-  (hidden, kv), state = model.apply({"params": params}, tokens, q_tok, prefix, mutable=["intermediates"])
+  (hidden, kv), state = model.apply({"params": params}, tokens, q_tok, prefix, counted, mutable=["intermediates"])
   (stats,) = state["intermediates"]["layers"]["router"]
   return RoutedOut(ForwardOut(hidden, kv), stats)
 

@@ -90,7 +90,7 @@ class DecoderLayer(nn.Module):
     return jnp.asarray(value).astype(self.dtype)
 
   @nn.compact
-  def __call__(self, x, q_tok: masks.Tokens, prefix: PagedKV | None, layer: jax.Array):
+  def __call__(self, x, q_tok: masks.Tokens, prefix: PagedKV | None, counted: jax.Array | None, layer: jax.Array):
     cfg = self.cfg
     e, h, kh, d, m = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
     weight = lambda name, shape, axes: self._param(name, shape, axes, lambda pd: _normal(self.init_std, pd))
@@ -124,7 +124,7 @@ class DecoderLayer(nn.Module):
 
     hidden = rms_norm(x, norm("post_attn_norm", e, "embed"), cfg.rms_norm_eps, cfg.norm_weight_fp32)
     if cfg.is_moe:
-      down = self._sparse_mlp(hidden, q_tok.valid, weight)
+      down = self._sparse_mlp(hidden, q_tok.valid if counted is None else counted, weight)
     else:
       gate = jnp.einsum("bte,em->btm", hidden, weight("gate_proj", (e, m), ("embed", "mlp")))
       up = jnp.einsum("bte,em->btm", hidden, weight("up_proj", (e, m), ("embed", "mlp")))
@@ -169,7 +169,7 @@ class SDAR(nn.Module):
   prefix_chunk: int = 8  # pages per step of the paged-prefix walk (XLA path)
 
   @nn.compact
-  def __call__(self, tokens, q_tok: masks.Tokens, prefix: PagedKV | None = None):
+  def __call__(self, tokens, q_tok: masks.Tokens, prefix: PagedKV | None = None, counted: jax.Array | None = None):
     cfg = self.cfg
     e, v = cfg.hidden_size, cfg.vocab_size
     embed = self.param("embed", nn.with_logical_partitioning(_normal(self.init_std, self.param_dtype),
@@ -185,10 +185,11 @@ class SDAR(nn.Module):
     if self.remat != "none":
       layer = nn.remat(layer, policy=policy, prevent_cse=False)
     stack = nn.scan(layer, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
-                    in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
+                    in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
     x, kv = stack(cfg=cfg, dtype=self.dtype, param_dtype=self.param_dtype, init_std=self.init_std, mode=self.mode,
                   block_size=self.block_size, attn_impl=self.attn_impl, q_chunk=self.q_chunk,
                   return_kv=self.return_kv, prefix_chunk=self.prefix_chunk,
-                  name="layers")(x, q_tok, prefix, jnp.arange(cfg.num_layers))  # every layer's pool, read at its index
+                  name="layers")(x, q_tok, prefix, counted,
+                                 jnp.arange(cfg.num_layers))  # every layer's pool, read at its index
     return rms_norm(x, final_norm, cfg.rms_norm_eps, cfg.norm_weight_fp32), (KV(*kv) if self.return_kv else None)

@@ -63,7 +63,9 @@ def row_logprobs(params, cfg: ModelConfig, tokens, noisy_masked, valid, *, block
                  remat: str = "none", q_chunk: int | None = None, logits_chunk: int = 128, start: int = 0,
                  attn_impl: str = "xla", router_stats: bool = False):
   """(log p(token_i), entropy_i), each [rows, L] float32, read at the noisy positions of the layout; with
-  `router_stats` (MoE models) a third item, the forward's `moe.RouterStats` ([layers, experts] sums).
+  `router_stats` (MoE models) a third item, the forward's `moe.RouterStats` ([layers, experts] sums) over both
+  copies of the rows' valid tokens: not over the noisy window's positions past a row's end (nor a padding row's
+  window), which the window attends but which are no row's tokens: padding rows add nothing.
 
   Positions outside a row's noisy window (`start` = `noisy_start`) read 0. The mask token is excluded from the
   distribution, exactly as the sampler excludes it from its candidates.
@@ -72,8 +74,13 @@ def row_logprobs(params, cfg: ModelConfig, tokens, noisy_masked, valid, *, block
   n = length - start
   inputs, positions, noisy, both_valid, window = noisy_clean_inputs(tokens, noisy_masked, valid, cfg.mask_token_id,
                                                                     block_size, start)
+  counted = None
+  if router_stats:
+    real = (window < length) & jnp.take_along_axis(valid.astype(bool), jnp.minimum(window, length - 1), 1)
+    counted = jnp.concatenate([real, valid.astype(bool)], 1)
   out = forward(params, cfg, inputs, positions, valid=both_valid, noisy=noisy, mode="block", block_size=block_size,
-                dtype=dtype, remat=remat, q_chunk=q_chunk, attn_impl=attn_impl, router_stats=router_stats)
+                dtype=dtype, remat=remat, q_chunk=q_chunk, attn_impl=attn_impl, router_stats=router_stats,
+                counted=counted)
   hidden = out.out.hidden if router_stats else out.hidden
   targets = jnp.take_along_axis(tokens, jnp.minimum(window, length - 1), 1)
   logp, entropy = token_logprobs(params, cfg, hidden[:, :n], targets, chunk=logits_chunk,

@@ -40,14 +40,16 @@ class Model(NamedTuple):
 
 
 def rollout_mesh(config, mesh):
-  """The mesh the engines decode on: the training mesh, or in a multi-process run this process's part of it."""
+  """The mesh the engines decode on: the training mesh, or in a multi-process run this process's part of it (so a
+  tensor- or expert-parallel group must lie within one process: its part of the weights is all the engine sees)."""
   if multihost.count() == 1:
     return mesh
   c, processes = config, multihost.count()
   local = mesh.local_mesh
-  if local.shape["tensor"] != mesh.shape["tensor"]:
-    raise ConfigValueError(f"config.mesh.tensor: {mesh.shape['tensor']} spans processes; a tensor-parallel "
-                           f"group must lie within one process's {jax.local_device_count()} devices")
+  for axis, group in (("tensor", "a tensor-parallel"), ("expert", "an expert-parallel")):
+    if local.shape[axis] != mesh.shape[axis]:
+      raise ConfigValueError(f"config.mesh.{axis}: {mesh.shape[axis]} spans processes; {group} group must lie "
+                             f"within one process's {jax.local_device_count()} devices")
   shards = mesh_lib.BATCH
   total = int(np.prod([mesh.shape[a] for a in shards]))
   for key, value in (("rollout.batch_size", c.rollout.batch_size), ("eval.batch_size", c.eval.batch_size),

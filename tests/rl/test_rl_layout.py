@@ -1,11 +1,14 @@
 """The training layout reproduces the sampler: trajectory rows give the sampler's log-probs (~0 gap in float32)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lrl_jax.decode import Decoder, DecodeConfig
+from lrl_jax.model import init_params
 from lrl_jax.rl import layout, rows
+from lrl_jax.weights import tiny_moe
 
 
 def _logps(cfg, params, records, mode, block_size, start=0):
@@ -52,6 +55,34 @@ def test_noisy_start_is_the_bucketed_widest_masked_span():
   assert layout.noisy_start(np.zeros((2, 40), bool), 4) == 36  # nothing masked: one block
   starts = np.asarray(layout.row_starts(jnp.asarray(masked), 4))
   assert starts.tolist() == [20, 32, 0]
+
+
+def test_router_stats_count_both_copies_of_the_rows_tokens_only():
+  """An MoE model's router statistics in the layout count the clean row's valid tokens and the noisy window's valid
+  ones: not the window's positions past a row's end, nor padding rows (every process pads its own micro-batches)."""
+  cfg = tiny_moe.tiny_moe_config(top_k=2)
+  params = init_params(cfg, jax.random.key(0))
+  length, block = 16, 4
+  tokens = np.random.default_rng(0).integers(4, cfg.vocab_size, (3, length)).astype(np.int32)
+  valid = np.arange(length)[None] < np.array([[16], [11], [6]])
+  masked = np.zeros_like(valid)
+  masked[0, 9:14] = masked[1, 8:10] = masked[2, 4:6] = True
+  start = layout.noisy_start(masked, block)  # a window of 8: rows 1 and 2 end inside theirs
+
+  def stats(padding_rows: int):
+    pad = lambda a: jnp.asarray(np.concatenate([a, np.zeros((padding_rows, length), a.dtype)]))
+    return layout.row_logprobs(params, cfg, pad(tokens), pad(masked), pad(valid), block_size=block, start=start,
+                               router_stats=True)[2]
+
+  window = np.asarray(layout.row_starts(jnp.asarray(masked), block))[:, None] + np.arange(length - start)
+  in_window = (window < length) & np.take_along_axis(valid, np.minimum(window, length - 1), 1)
+  want = int(valid.sum() + in_window.sum())
+  assert in_window.sum() < ((window < length).sum())  # some window positions lie past their row's end
+  base, padded = stats(0), stats(3)
+  assert np.all(np.asarray(base.tokens) == want) and np.all(np.asarray(base.load).sum(-1) == 2 * want)
+  np.testing.assert_array_equal(padded.load, base.load)
+  np.testing.assert_array_equal(padded.tokens, base.tokens)
+  np.testing.assert_allclose(padded.prob, base.prob, rtol=1e-6)
 
 
 @pytest.mark.slow
