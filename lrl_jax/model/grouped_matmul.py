@@ -93,10 +93,10 @@ def _merge(out: jax.Array, tile: jax.Array, start: jax.Array, mine: jax.Array) -
   return lax.dynamic_update_slice_in_dim(out, jnp.where(mine, tile, old), start, 0)
 
 
-def _carry_zeros(shape, dtype) -> jax.Array:
-  """Zeros varying over every manual mesh axis in scope: inside a shard_map a fori_loop's carry must have its body's
-  type, and the body mixes in rows, weights and cotangents that may vary over any of them (none outside one)."""
-  axes = tuple(jax.sharding.get_abstract_mesh().manual_axes)
+def varying_zeros(shape, dtype, *like: jax.Array) -> jax.Array:
+  """Zeros varying over the manual mesh axes any of `like` varies over (none outside a shard_map): the type a loop
+  carry or a `cond` branch must have when the other side computes from `like`."""
+  axes = tuple(sorted(set().union(*(jax.typeof(a).manual_axis_type.varying for a in like))))
   zeros = jnp.zeros(shape, dtype)
   return lax.pcast(zeros, axes, to="varying") if axes else zeros
 
@@ -104,7 +104,8 @@ def _carry_zeros(shape, dtype) -> jax.Array:
 def _like_primal(ct: jax.Array, primal: jax.Array) -> jax.Array:
   """The cotangent summed over the manual axes it varies over and its primal does not (what autodiff's transpose of
   an implicit pvary does; a custom VJP must do it itself)."""
-  extra = tuple(sorted(set(jax.sharding.get_abstract_mesh().manual_axes) - set(jax.typeof(primal).manual_axis_type.varying)))
+  manual = set(jax.sharding.get_abstract_mesh().manual_axes)
+  extra = tuple(sorted(manual - set(jax.typeof(primal).manual_axis_type.varying)))
   return lax.psum(ct, extra) if extra else ct
 
 
@@ -126,7 +127,7 @@ def grouped_matmul_loop(rows: jax.Array, w: jax.Array, group_sizes: jax.Array) -
 
 def _loop_forward(rows, w, group_sizes):
   r, b = rows.shape[0], w.shape[2]
-  out = _carry_zeros((r, b), jnp.result_type(rows, w))
+  out = varying_zeros((r, b), jnp.result_type(rows, w), rows, w, group_sizes)
   if r == 0:
     return out
   t = _loop_tile(r, w.shape[0])
@@ -159,8 +160,8 @@ def _loop_bwd(res, g):
     dx = _merge(dx, (gt @ w[e].T).astype(dx.dtype), start, mine)
     return dx, dw.at[e].add(jnp.einsum("ta,tb->ab", x, gt, preferred_element_type=jnp.float32))
 
-  dx, dw = lax.fori_loop(0, tiles.count, body, (_carry_zeros(rows.shape, rows.dtype),
-                                                    _carry_zeros(w.shape, jnp.float32)))
+  dx, dw = lax.fori_loop(0, tiles.count, body, (varying_zeros(rows.shape, rows.dtype, *res, g),
+                                                    varying_zeros(w.shape, jnp.float32, *res, g)))
   return _like_primal(dx, rows), _like_primal(dw, w).astype(w.dtype), None
 
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from lrl_jax.model import moe
+from lrl_jax.model import grouped_matmul, moe
 
 AXIS = "expert"  # the mesh axis the experts are split over (parallel/mesh.py's rule expert → expert)
 CHUNK_MIN_ROWS = 512  # smallest chunk of pair rows worth its own conditional
@@ -60,9 +60,7 @@ def skip_empty(matmul, chunk: int):
   is zeros without computing it. Same result as `matmul` (rows outside every group give zeros)."""
 
   def zeros(rows, w, sizes):  # varying over the same manual axes as `matmul`'s result (inside a shard_map)
-    out = jnp.zeros((rows.shape[0], w.shape[-1]), jnp.result_type(rows, w))
-    vary = set().union(*(jax.typeof(a).manual_axis_type.varying for a in (rows, w, sizes)))
-    return jax.lax.pcast(out, tuple(sorted(vary)), to="varying") if vary else out
+    return grouped_matmul.varying_zeros((rows.shape[0], w.shape[-1]), jnp.result_type(rows, w), rows, w, sizes)
 
   def run(rows, w, group_sizes):
     r = rows.shape[0]
