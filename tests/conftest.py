@@ -39,6 +39,20 @@ def tiny_hf_dir(tmp_path_factory, tiny_cfg):
   return tiny.make_hf_checkpoint(str(tmp_path_factory.mktemp("tiny_hf")), tiny_cfg, seed=0)
 
 
+@pytest.fixture
+def hf_dir_without_mask(tmp_path, tiny_hf_dir):
+  """tmp_path/no_mask: the tiny checkpoint typed as plain Qwen3 with no mask_token_id (not an SDAR checkpoint)."""
+  import json
+
+  out = tmp_path / "no_mask"
+  shutil.copytree(tiny_hf_dir, out)
+  raw = json.loads((out / "config.json").read_text())
+  raw.pop("mask_token_id")
+  raw["model_type"] = "qwen3"
+  (out / "config.json").write_text(json.dumps(raw))
+  return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tiny_hf_dir):
   """(config, params, tokenizer) of the tiny HF checkpoint."""

@@ -82,18 +82,14 @@ def test_tile_table_skips_empty_tiles_and_their_loads():
 
 
 @needs_libtpu
-def test_forward_and_backward_compile_for_tpu_deviceless(monkeypatch):
+def test_forward_and_backward_compile_for_tpu_deviceless(v5e_devices):
   """TPU meshes pick this kernel; fwd+bwd at d 128, bf16, 2048 positions, default tiles, 4 chips, lower to Mosaic."""
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from lrl_jax.parallel import mesh as mesh_lib
-  from lrl_jax.plan import targets
 
-  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
-  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  topo = targets.topology(targets.parse_target("v5e:2x2"))
-  mesh = mesh_lib.make_mesh(1, 4, 1, devices=topo.devices)
-  impl = attention.training_backend(topo.devices)
+  mesh = mesh_lib.make_mesh(1, 4, 1, devices=v5e_devices)
+  impl = attention.training_backend(v5e_devices)
   assert impl == "pallas_tpu_flash"
   b, t, h, kh, d = 8, 2048, 4, 2, 128
   row = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P("fsdp")))

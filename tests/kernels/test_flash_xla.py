@@ -77,18 +77,14 @@ def test_flash_bfloat16_close_to_float32():
 
 
 @needs_libtpu
-def test_flash_compiles_for_tpu_deviceless(monkeypatch):
+def test_flash_compiles_for_tpu_deviceless(v5e_devices):
   """The XLA flash path (any backend's fallback; TPU meshes train with the Mosaic kernel) compiles for v5e from here."""
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from lrl_jax.parallel import mesh as mesh_lib
-  from lrl_jax.plan import targets
 
-  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
-  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  topo = targets.topology(targets.parse_target("v5e:2x2"))
-  mesh = mesh_lib.make_mesh(1, 4, 1, devices=topo.devices)
-  assert attention.training_backend(topo.devices) == "pallas_tpu_flash"
+  mesh = mesh_lib.make_mesh(1, 4, 1, devices=v5e_devices)
+  assert attention.training_backend(v5e_devices) == "pallas_tpu_flash"
   impl = "flash"
   b, t, h, kh, d = 4, 256, 4, 2, 128
   row = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P("fsdp")))

@@ -87,22 +87,13 @@ def test_auto_resolves_to_the_kernel_on_gpu_and_tpu():
   assert DecodeConfig(attn_impl="xla").for_platform("tpu").attn_impl == "xla"
 
 
-@pytest.fixture
-def tpu_env(monkeypatch):
-  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
-  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-
-
 @needs_libtpu
-def test_kernel_compiles_for_tpu_deviceless(tpu_env):
+def test_kernel_compiles_for_tpu_deviceless(v5e_devices):
   """Mosaic compiles it for v5e from this CPU host at SDAR-8B shape (bf16, head_dim 128, GQA 4, pages of 32, a
   window of 32): the kernel is one tpu_custom_call reading the pool in place (no instruction copies the pool)."""
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from lrl_jax.plan import targets
-
-  topo = targets.topology(targets.parse_target("v5e:2x2"))
-  mesh = jax.sharding.Mesh(np.asarray(topo.devices[:1]), ("d",))
+  mesh = jax.sharding.Mesh(np.asarray(v5e_devices[:1]), ("d",))
   rep = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=NamedSharding(mesh, P()))
   b, t, h, kh, d, page, pages, n = 8, 32, 32, 8, 128, 32, 512, 64
 
@@ -121,16 +112,15 @@ def test_kernel_compiles_for_tpu_deviceless(tpu_env):
 
 
 @needs_libtpu
-def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(tpu_env):
+def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(v5e_devices):
   """attn_impl="pallas" in the engine compiled for v5e (slots over fsdp=2, kv heads over tensor=2): the prefix goes
   through the Mosaic kernel (nested in a shard_map over the tensor axis), reading each layer's pages in place (no
   layer of the pool is copied), and no collective gathers the pool."""
   from lrl_jax.decode import api, programs
   from lrl_jax.model import init_params
   from lrl_jax.parallel import mesh as mesh_lib
-  from lrl_jax.plan import targets
 
-  mesh = mesh_lib.make_mesh(1, 2, 2, devices=targets.topology(targets.parse_target("v5e:2x2")).devices)
+  mesh = mesh_lib.make_mesh(1, 2, 2, devices=v5e_devices)
   cfg = tiny.tiny_config(hidden_size=256, head_dim=128, vocab_size=512, intermediate_size=512)
   dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=28, dtype="bfloat16", attn_impl="pallas")
   shape = api.engine_shape(cfg, dcfg, 8, 36, shards=programs.shards(mesh))

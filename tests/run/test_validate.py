@@ -113,17 +113,10 @@ def test_combinations(changes, message):
     validate.validate(config)
 
 
-def test_checkpoint_without_mask_token_or_tokenizer(tmp_path, tiny_hf_dir):
-  import json
+def test_checkpoint_without_mask_token_or_tokenizer(tmp_path, tiny_hf_dir, hf_dir_without_mask):
   import shutil
   config = load("test")
-  no_mask = tmp_path / "no_mask"
-  shutil.copytree(tiny_hf_dir, no_mask)
-  raw = json.loads((no_mask / "config.json").read_text())
-  raw.pop("mask_token_id")
-  raw["model_type"] = "qwen3"
-  (no_mask / "config.json").write_text(json.dumps(raw))
-  config.model.checkpoint = str(no_mask)
+  config.model.checkpoint = str(hf_dir_without_mask)
   with pytest.raises(defaults.ConfigValueError, match="has no 'mask_token_id'"):
     validate.validate(config)
   bare = tmp_path / "bare"

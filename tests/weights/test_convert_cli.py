@@ -1,24 +1,17 @@
 """`python -m lrl_jax.convert` refuses what it cannot convert faithfully, in one line, before writing anything."""
 
-import json
 import os
-import shutil
 
 from lrl_jax import convert
 
 
-def test_config_without_mask_token_is_refused(tmp_path, tiny_hf_dir, capsys):
+def test_config_without_mask_token_is_refused(tmp_path, hf_dir_without_mask, capsys):
   """A Qwen3-typed config.json without mask_token_id used to convert without a word (generate and train reject it)."""
-  src = tmp_path / "src"
-  shutil.copytree(tiny_hf_dir, src)
-  raw = json.loads((src / "config.json").read_text())
-  raw.pop("mask_token_id")
-  raw["model_type"] = "qwen3"
-  (src / "config.json").write_text(json.dumps(raw))
+  src = hf_dir_without_mask
   assert convert.main([f"--hf_dir={src}", f"--out_dir={tmp_path / 'out'}"]) == 2
   assert capsys.readouterr().err == (f"error: {src / 'config.json'}: no 'mask_token_id'; an SDAR (block diffusion) "
                                      "checkpoint needs one\n")
-  assert sorted(os.listdir(tmp_path)) == ["src"]
+  assert sorted(os.listdir(tmp_path)) == [src.name]
 
 
 def test_flag_errors_are_one_line(tmp_path, tiny_hf_dir, capsys):
