@@ -189,29 +189,28 @@ def test_no_cycle_between_top_level_units():
   assert not found, [_explain(graph, c, unit_of) for c in found]
 
 
+def _package(tmp_path, sources: dict[str, str]):
+  """A synthetic `lrl_jax` package under tmp_path: its __init__.py and each relative path's source; its root."""
+  root = tmp_path / "lrl_jax"
+  for path, text in {"__init__.py": "", **sources}.items():
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
+  return root
+
+
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
   """A cycle made only by a function-level relative import, and one through import_module, are both found."""
-  root = tmp_path / "lrl_jax"
-  (root / "a").mkdir(parents=True)
-  (root / "__init__.py").write_text("")
-  (root / "a" / "__init__.py").write_text("")
-  (root / "a" / "x.py").write_text("from lrl_jax.b import y\n")
-  (root / "b.py").write_text("def f():\n  from .a import x\n")
-  (root / "c.py").write_text("import importlib\nimportlib.import_module('lrl_jax.d')\n")
-  (root / "d.py").write_text("def g():\n  from lrl_jax import c\n")
-  graph = import_graph(root)
+  graph = import_graph(_package(tmp_path, {"a/__init__.py": "", "a/x.py": "from lrl_jax.b import y\n",
+                                            "b.py": "def f():\n  from .a import x\n",
+                                            "c.py": "import importlib\nimportlib.import_module('lrl_jax.d')\n",
+                                            "d.py": "def g():\n  from lrl_jax import c\n"}))
   assert cycles(graph) == [["lrl_jax.a.x", "lrl_jax.b"], ["lrl_jax.c", "lrl_jax.d"]]
   assert cycles(unit_graph(graph)) == [["lrl_jax.a", "lrl_jax.b"], ["lrl_jax.c", "lrl_jax.d"]]
 
 
 def test_the_layer_check_sees_an_upward_lazy_import(tmp_path):
   """The import that used to exist, a stage importing an entry point inside a function, breaks two rules."""
-  root = tmp_path / "lrl_jax"
-  (root / "rl").mkdir(parents=True)
-  (root / "__init__.py").write_text("")
-  (root / "rl" / "__init__.py").write_text("")
-  (root / "rl" / "trainer.py").write_text("def f():\n  from .. import sft\n")
-  (root / "sft.py").write_text("")
-  graph = import_graph(root)
+  graph = import_graph(_package(tmp_path, {"rl/__init__.py": "", "rl/trainer.py": "def f():\n  from .. import sft\n",
+                                            "sft.py": ""}))
   assert graph["lrl_jax.rl.trainer"] == {"lrl_jax.sft"}
   assert _layer(unit_of("lrl_jax.sft")) > _layer(unit_of("lrl_jax.rl.trainer")) and _is_entry_point("lrl_jax.sft")
