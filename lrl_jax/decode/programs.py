@@ -65,6 +65,19 @@ def init_state(cfg: ModelConfig, shape: slots_lib.EngineShape, dtype, mesh):
   return _init_program(cfg, shape, jnp.dtype(dtype), mesh)()
 
 
+def abstract_run_args(cfg: ModelConfig, param_shapes, shape: slots_lib.EngineShape, dtype, mesh) -> tuple:
+  """`for_mesh(...).run`'s positional arguments as ShapeDtypeStructs, for lowering it without devices or weights:
+  the params [shapes of `param_shapes`] at `dtype` in the rollout layout, fresh slots and pool, the three scalars
+  (max_forwards int32, queued bool, threshold float32)."""
+  prog = for_mesh(mesh, kv_split(cfg, mesh))
+  params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, dtype, sharding=s), param_shapes,
+                        mesh_lib.rollout_shardings(cfg, param_shapes, mesh))
+  state = jax.eval_shape(lambda: init_state(cfg, shape, dtype, mesh))
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, (prog.slots, prog.pool))
+  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
+  return (params, *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32))
+
+
 @functools.lru_cache(maxsize=None)
 def _init_program(cfg: ModelConfig, shape: slots_lib.EngineShape, dtype, mesh):
   """The jitted allocation of an engine's state, compiled once per (model, shape, dtype, mesh): the scheduler

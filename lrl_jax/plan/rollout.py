@@ -34,25 +34,14 @@ def engine_shape(s: Setup, slots: int, dcfg=None):
                           r.page_size or None, r.fuse_commit, shards=engine_programs.shards(s.mesh))
 
 
-def _rollout_params(s: Setup, dtype):
-  """The policy in the rollout layout (compute dtype, replicated over the data axes), as the reshard returns it."""
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), s.state["params"])
-  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, dtype, sharding=sh), s.state["params"],
-                      mesh_lib.rollout_shardings(s.cfg, shapes, s.mesh))
-
-
 def _engine(s: Setup, name: str, slots: int, dcfg, calls, loop_trips=()) -> Program:
   """One engine call at `slots` slots for the widest page-table bucket, its slots and pool fresh (donated)."""
   dcfg = dcfg.for_platform(attention.platform_of(s.mesh.devices.flat)).compiled()  # the target's paged kernel
   dtype = jnp.dtype(dcfg.dtype)
   shape = engine_shape(s, slots, dcfg)
   prog = engine_programs.for_mesh(s.mesh, engine_programs.kv_split(s.cfg, s.mesh))
-  state = jax.eval_shape(lambda: engine_programs.init_state(s.cfg, shape, dtype, s.mesh))
-  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state,
-                       (prog.slots, prog.pool))
-  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
-  return Program(name, prog.run,
-                 (_rollout_params(s, dtype), *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32)),
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), s.state["params"])
+  return Program(name, prog.run, engine_programs.abstract_run_args(s.cfg, shapes, shape, dtype, s.mesh),
                  {"cfg": s.cfg, "dcfg": dcfg, "shape": shape, "bucket": shape.max_pages}, calls, None, loop_trips)
 
 

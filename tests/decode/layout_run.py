@@ -22,13 +22,8 @@ def compile_engine(mesh, slots: int):
   shape = api.engine_shape(cfg, dcfg, slots, 36, shards=programs.shards(mesh))
   shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
   prog = programs.for_mesh(mesh, programs.kv_split(cfg, mesh))
-  params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
-                        mesh_lib.rollout_shardings(cfg, shapes, mesh))
-  state = jax.eval_shape(lambda: programs.init_state(cfg, shape, jnp.float32, mesh))
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, (prog.slots, prog.pool))
-  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
-  compiled = prog.run.lower(params, *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32), cfg=cfg, dcfg=dcfg,
-                            shape=shape, bucket=shape.max_pages).compile()
+  args = programs.abstract_run_args(cfg, shapes, shape, jnp.float32, mesh)
+  compiled = prog.run.lower(*args, cfg=cfg, dcfg=dcfg, shape=shape, bucket=shape.max_pages).compile()
   text = compiled.as_text()
   lines = [line for line in text.splitlines() if re.search(rf"\b({'|'.join(COLLECTIVES)})(-start)?\(", line)]
   counts = {c: sum(bool(re.search(rf"\b{c}(-start)?\(", line)) for line in lines) for c in COLLECTIVES}

@@ -126,13 +126,8 @@ def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(v5e_devices):
   shape = api.engine_shape(cfg, dcfg, 8, 36, shards=programs.shards(mesh))
   prog = programs.for_mesh(mesh, programs.kv_split(cfg, mesh))
   shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-  params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16, sharding=s), shapes,
-                        mesh_lib.rollout_shardings(cfg, shapes, mesh))
-  state = jax.eval_shape(lambda: programs.init_state(cfg, shape, jnp.bfloat16, mesh))
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, (prog.slots, prog.pool))
-  scalar = lambda dt: jax.ShapeDtypeStruct((), dt)
-  text = prog.run.lower(params, *state, scalar(jnp.int32), scalar(jnp.bool_), scalar(jnp.float32), cfg=cfg, dcfg=dcfg,
-                        shape=shape, bucket=shape.max_pages).compile().as_text()
+  args = programs.abstract_run_args(cfg, shapes, shape, jnp.bfloat16, mesh)
+  text = prog.run.lower(*args, cfg=cfg, dcfg=dcfg, shape=shape, bucket=shape.max_pages).compile().as_text()
   assert "paged_prefix_attention_tpu" in text
   layer_pages = rf"bf16\[(1,)?{shape.pages},{shape.page_size},1,128\]"  # one layer of a device's pool
   assert not re.search(layer_pages, text), "a layer of the pool is sliced out (copied) for the kernel"
