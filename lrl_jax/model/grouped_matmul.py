@@ -93,12 +93,17 @@ def _merge(out: jax.Array, tile: jax.Array, start: jax.Array, mine: jax.Array) -
   return lax.dynamic_update_slice_in_dim(out, jnp.where(mine, tile, old), start, 0)
 
 
+def vary_like(x: jax.Array, *like: jax.Array) -> jax.Array:
+  """x marked varying over the manual mesh axes any of `like` varies over (unchanged outside a shard_map)."""
+  have = set(jax.typeof(x).manual_axis_type.varying)
+  axes = tuple(sorted(set().union(*(jax.typeof(a).manual_axis_type.varying for a in like)) - have))
+  return lax.pcast(x, axes, to="varying") if axes else x
+
+
 def varying_zeros(shape, dtype, *like: jax.Array) -> jax.Array:
   """Zeros varying over the manual mesh axes any of `like` varies over (none outside a shard_map): the type a loop
   carry or a `cond` branch must have when the other side computes from `like`."""
-  axes = tuple(sorted(set().union(*(jax.typeof(a).manual_axis_type.varying for a in like))))
-  zeros = jnp.zeros(shape, dtype)
-  return lax.pcast(zeros, axes, to="varying") if axes else zeros
+  return vary_like(jnp.zeros(shape, dtype), *like)
 
 
 def _like_primal(ct: jax.Array, primal: jax.Array) -> jax.Array:

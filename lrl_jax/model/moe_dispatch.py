@@ -88,6 +88,11 @@ def _local(x, weights, experts, gate, up, down, *, gather: bool, embed_axes, mlp
     down = jax.lax.all_gather(down, embed_axes, axis=2, tiled=True)
   if gather:
     x, weights, experts = (jax.lax.all_gather(a, AXIS, axis=0, tiled=True) for a in (x, weights, experts))
+  # Tokens and weights vary over the same axes before the chunks' conditionals, so each gradient's sum over the axes
+  # its input does not vary over (the transpose of this cast) runs once, outside them: inside a branch that only some
+  # devices take (their loads differ), that collective would wait forever for the others.
+  x, weights, gate, up, down = (grouped_matmul.vary_like(a, x, weights, experts, gate, up, down)
+                                for a in (x, weights, gate, up, down))
   rel = experts - jax.lax.axis_index(AXIS) * local  # [N, k] index among this device's experts
   mine = (rel >= 0) & (rel < local)
   routing = moe.Routing(jnp.where(mine, weights, 0), jnp.where(mine, rel, local), None)  # others: group `local`

@@ -1,7 +1,7 @@
 """Checks of the expert-parallel dispatch on 8 host devices, those named in argv printed as JSON (run by
 test_moe_dispatch.py with XLA_FLAGS=--xla_force_host_platform_device_count=8): `block`, a 2-layer scanned,
 rematerialised stack of MoE blocks, its value and 5 gradients on (fsdp 2, expert 2, tensor 2) against the same stack
-on one device, and the collectives of the compiled program; `decode`, greedy decode records of a tiny MoE model on (data 2, expert 4) against one device."""
+on one device, and the collectives of the compiled program (none inside the skipped chunks' conditionals); `decode`, greedy decode records of a tiny MoE model on (data 2, expert 4) against one device."""
 
 import json
 import re
@@ -18,6 +18,35 @@ from lrl_jax.decode import Decoder, DecodeConfig  # noqa: E402
 from lrl_jax.model import init_params, moe, moe_dispatch  # noqa: E402
 from lrl_jax.parallel import mesh as mesh_lib  # noqa: E402
 from lrl_jax.weights import tiny_moe  # noqa: E402
+
+COLLECTIVE = re.compile(r"\b(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(-start)?\(")
+CALLED = re.compile(r"\b(?:to_apply|calls|body|condition|branch_computations|true_computation|false_computation)="
+                    r"(\{[^}]*\}|%[\w.\-]+)")
+
+
+def branch_collectives(text: str) -> list[str]:
+  """Collectives of a compiled HLO module that run inside a conditional's branches (or what they call): each is
+  a deadlock where devices take different branches."""
+  computations, name = {}, None
+  for line in text.splitlines():
+    head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) \(", line)
+    if head and line.rstrip().endswith("{"):
+      name = head.group(1)
+      computations[name] = []
+    elif name is not None:
+      computations[name].append(line)
+  called = lambda lines: {c for line in lines for group in CALLED.findall(line) for c in re.findall(r"%([\w.\-]+)", group)}
+  todo = called(line for lines in computations.values() for line in lines if " conditional(" in line)
+  seen, found = set(), []
+  while todo:
+    c = todo.pop()
+    if c in seen or c not in computations:
+      continue
+    seen.add(c)
+    found += [m.group(0) for m in map(COLLECTIVE.search, computations[c]) if m]
+    todo |= called(computations[c])
+  return found
+
 
 N, E, M, X, K, L = 48, 16, 24, 8, 3, 2  # tokens, hidden, expert width, experts, top-k, layers
 
@@ -57,7 +86,7 @@ def block_check():
   return {"out": rel(got, want), "grads": [rel(g, w) for g, w in zip(grads, want_grads)],
           "gathered_shapes": sorted({m.group(1) for m in shapes if m}),
           "reduce_scatter": bool(re.search(r"\breduce-scatter(-start)?\(", text)),
-          "conditionals": len(re.findall(r"\bconditional\(", text))}
+          "conditionals": len(re.findall(r"\bconditional\(", text)), "branch_collectives": branch_collectives(text)}
 
 
 def decode_check():

@@ -1,7 +1,9 @@
 """Multi-process training: 2 processes x 2 CPU devices (gloo on 127.0.0.1) against 1 process x 4 devices on the same
-mesh (data=4). The 2-process run loses process 1 (SIGKILL in step 3, after its rollout): process 0 stops within 60 s
-with one `error:` line; rerunning both resumes from step 2 and ends equal to the uninterrupted 1-process run (params
-1e-5, metrics 1e-5), each process having decoded only its own groups, with one metrics.jsonl and summary.json.
+mesh (data 2 x expert 2), training the tiny MoE model (every layer 8 experts, top 2; each process's 2 devices hold 4
+experts each). The 2-process run loses process 1 (SIGKILL in step 3, after its rollout):
+process 0 stops within 60 s with one `error:` line; rerunning both resumes from step 2 and ends equal to the
+uninterrupted 1-process run (params 1e-5, metrics with the router's 1e-5), each process having decoded only its own
+groups, with one metrics.jsonl and summary.json.
 The bookkeeping that makes the split exact (shares, update split, loss totals) is checked on its own in numpy, and
 bad start flags are one `error:` line and exit 2.
 """
@@ -15,29 +17,38 @@ import sys
 import time
 import types
 
+import jax
 import numpy as np
 import pytest
 
 from lrl_jax import train
 from lrl_jax.checks import ConfigValueError
 from lrl_jax.decode import Record
+from lrl_jax.model.params import init_params
 from lrl_jax.parallel import multihost
 from lrl_jax.plan.jobs import CPU_XLA_FLAGS
 from lrl_jax.rl import batch as batch_lib, losses
-from lrl_jax.run import setup
+from lrl_jax.run import setup, wiring
+from lrl_jax.weights import checkpoint, tiny_moe
 from tests.cli_util import our_lines
 from tests.run.util import ROOT, load
 
 # configs/test.py made to train: 3 prompt groups (split 2 + 1), a sampler whose TPF varies (temperature 0.5,
 # threshold 0.01) so advantages are not 0, the TPF filter on (it drops most groups; the test model never answers
 # correctly, so the all-wrong filter stays off, or nothing would train) with refill rounds of new groups (split over
-# the processes too), two updates per step, short word-token prompts and 8-token KV pages (a slot fits one page-table
-# bucket: fewer engine compiles), Adam eps 1e-6 (no 1/eps gain on rounding noise).
-OVERRIDES = ["--config.train.steps=3", "--config.model.tokenizer=words", "--config.model.tiny.vocab_size=160",
-             "--config.rollout.page_size=8", "--config.rollout.num_prompts=3", "--config.rollout.temperature=0.5",
-             "--config.rollout.threshold=0.01", "--config.rl.filter_tpf_threshold=0.2",
-             "--config.rl.resample_filtered=True", "--config.train.sequences_per_update=6", "--config.optim.eps=1e-6",
-             "--config.reward.workers=1"]
+# the processes too), two updates per step, 8-token KV pages (a slot fits one page-table bucket: fewer engine
+# compiles), Adam eps 1e-6 (no 1/eps gain on rounding noise). The MoE runs add the model (`_moe_model`) and the mesh
+# (data spans the processes, expert each process's 2 devices). The load-balancing loss stays off: it is a product of
+# sums over one micro-batch (as transformers' is over one forward), and each process fills the micro-batches with its
+# own rows, so the loss, its metric `router_aux_loss` and its gradient depend on the split; the router's load metrics,
+# sums over the whole update, do not.
+OVERRIDES = ["--config.train.steps=3", "--config.rollout.page_size=8", "--config.rollout.num_prompts=3",
+             "--config.rollout.temperature=0.5", "--config.rollout.threshold=0.01",
+             "--config.rl.filter_tpf_threshold=0.2", "--config.rl.resample_filtered=True",
+             "--config.train.sequences_per_update=6", "--config.optim.eps=1e-6", "--config.reward.workers=1"]
+MOE = ["--config.mesh.data=2", "--config.mesh.expert=2"]
+ROUTER_METRICS = ("moe/load_max_over_mean", "moe/load_min_over_mean")
+SPLIT_DEPENDENT = ("router_aux_loss",)
 TOL = 1e-5
 DECODED = re.compile(r"^process (\d)/2: step (\d): decoded groups \[(\d+), (\d+)\) of (\d+): (\d+) responses$")
 
@@ -54,6 +65,18 @@ def _env(devices: int) -> dict:
   skip = ("LRL_", "JAX_COORDINATOR", "SLURM_", "OMPI_", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE")
   env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
   return dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {CPU_XLA_FLAGS}", JAX_PLATFORMS="cpu")
+
+
+def _moe_model(path) -> list[str]:
+  """configs/test.py's tiny model with every layer a sparse MoE block (8 experts of width 32, top 2), random init,
+  with the demo's word tokenizer (short prompts), as an Orbax model dir: the flags that train it."""
+  config = load("test")
+  cfg = tiny_moe.tiny_moe_config(num_experts=8, top_k=2, **dict(config.model.tiny.to_dict(), vocab_size=160),
+                                 block_size=config.rollout.block_size)
+  params = jax.device_get(init_params(cfg, jax.random.key(0)))
+  checkpoint.write_orbax_dir(params, str(path), cfg=cfg, tokenizer=wiring._tiny_tokenizer("words"),
+                             stop_ids=wiring.DEMO_STOP_IDS)
+  return [f"--config.model.checkpoint={path}", *MOE]
 
 
 def _free_port() -> int:
@@ -73,12 +96,12 @@ def spawned():
       proc.wait()
 
 
-def _pair(workdir, logs, spawned, extra=((), ())) -> list[subprocess.Popen]:
-  """Processes 0 and 1 of one run; process i adds extra[i] to its command line."""
+def _pair(workdir, logs, spawned, model, extra=((), ())) -> list[subprocess.Popen]:
+  """Processes 0 and 1 of one run of `model` (flags); process i adds extra[i] to its command line."""
   port = _free_port()
   procs = []
   for i in range(2):
-    cmd = _cmd(workdir, "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+    cmd = _cmd(workdir, *model, "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                f"--process_id={i}", *extra[i])
     with open(logs[i].with_suffix(".out"), "w") as out, open(logs[i], "w") as err:
       procs.append(subprocess.Popen(cmd, cwd=ROOT, env=_env(2), stdout=out, stderr=err))
@@ -91,9 +114,7 @@ def _wait(proc, timeout):
 
 
 def _final_params(workdir) -> dict:
-  from lrl_jax.weights.checkpoint import restore_orbax_params
-  import jax
-  params = restore_orbax_params(os.path.join(workdir, "final", "params"))
+  params = checkpoint.restore_orbax_params(os.path.join(workdir, "final", "params"))
   return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree.flatten_with_path(params)[0]}
 
 
@@ -103,13 +124,14 @@ def _metrics(workdir) -> list[dict]:
 
 def test_two_processes_lose_one_resume_and_match_one_process(tmp_path, spawned):
   workdir, logs = tmp_path / "two", [tmp_path / f"p{i}.err" for i in range(2)]
+  model = _moe_model(tmp_path / "moe")
   # The uninterrupted 1-process run on 4 devices, beside session 1 (it uses the cores session 1 leaves idle).
   reference = tmp_path / "one"
   with open(tmp_path / "one.err", "w") as err:
-    one = subprocess.Popen(_cmd(reference), cwd=ROOT, env=_env(4), stdout=subprocess.DEVNULL, stderr=err)
+    one = subprocess.Popen(_cmd(reference, *model), cwd=ROOT, env=_env(4), stdout=subprocess.DEVNULL, stderr=err)
   spawned.append(one)
   # Session 1: process 1 dies (SIGKILL) in step 3 between its rollout and the update; checkpoints 1, 2 are saved.
-  procs = _pair(workdir, logs, spawned, ((), ("--config.debug.kill_at=rollout@2",)))
+  procs = _pair(workdir, logs, spawned, model, ((), ("--config.debug.kill_at=rollout@2",)))
   assert _wait(procs[1], 600) == -9, [log.read_text()[-3000:] for log in logs]
   died = time.monotonic()
   code = _wait(procs[0], 60)
@@ -124,7 +146,7 @@ def test_two_processes_lose_one_resume_and_match_one_process(tmp_path, spawned):
 
   # Session 2: the same command on both resumes from step 2 and finishes.
   logs2 = [tmp_path / f"p{i}.resumed.err" for i in range(2)]
-  procs = _pair(workdir, logs2, spawned)
+  procs = _pair(workdir, logs2, spawned, model)
   codes = [_wait(p, 600) for p in procs]
   assert codes == [0, 0], [log.read_text()[-3000:] for log in logs2]
   assert "lightningrl: 3 steps" in logs2[0].with_suffix(".out").read_text()
@@ -147,25 +169,25 @@ def test_two_processes_lose_one_resume_and_match_one_process(tmp_path, spawned):
 
   # Equal to the 1-process run: final params, every metric but timings, start/final evaluation.
   want, got = _final_params(reference), _final_params(workdir)
-  assert want.keys() == got.keys()
+  assert want.keys() == got.keys() and want["['layers']['expert_gate']"].shape[1] == 8, want.keys()  # the MoE model
   diff = max(float(np.abs(want[k] - got[k]).max()) for k in want)
   moved = max(float(np.abs(v).max()) for v in want.values())
   assert diff <= TOL and moved > 0, diff
   rows_want, rows_got = _metrics(reference), _metrics(workdir)
   assert [m["step"] for m in rows_got] == [1, 2, 3]
   for a, b in zip(rows_want, rows_got):
-    keys = {k for k in a if not k.startswith("time_") and k != "judge_overlap"}
-    assert keys <= b.keys()
+    keys = {k for k in a if not k.startswith("time_") and k not in ("judge_overlap", *SPLIT_DEPENDENT)}
+    assert keys <= b.keys() and keys.issuperset(ROUTER_METRICS), keys
     bad = {k: (a[k], b[k]) for k in keys if abs(a[k] - b[k]) > TOL}
     assert not bad, (a["step"], bad)
   assert all(m["loss"] != 0 for m in rows_want) and any(m["updates"] == 2 for m in rows_want)  # really trained
+  assert all(m["moe/load_max_over_mean"] > 1 > m["moe/load_min_over_mean"] for m in rows_want)  # routed unevenly
   assert all(m["kept_group_frac"] < 1 and m["refill_rounds"] > 0 for m in rows_want)  # the filter and refill acted
   s_want, s_got = (json.load(open(os.path.join(d, "summary.json"))) for d in (reference, workdir))
   for name in ("start", "final"):
     assert (s_want[name]["accuracy"], s_want[name]["tpf"]) == (s_got[name]["accuracy"], s_got[name]["tpf"])
   # The checkpoint both processes wrote restores in this one process (as eval/generate/convert read a run dir).
   from lrl_jax.weights.run_dir import run_params
-  import jax
   step, params = run_params(str(workdir))
   assert step == 3
   for k, v in jax.tree.flatten_with_path(params)[0]:
