@@ -12,14 +12,13 @@ state by `softmax.combine`. A slot costs what it holds: neither the pool size no
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
-from jax.sharding import PartitionSpec as P
 
+from lrl_jax.kernels.paged_shards import per_kv_head_shard
 from lrl_jax.kernels.softmax import NEG, Partial, combine
 
 _LANES = 128  # the running max/sum are kept broadcast over one vreg's lanes: [rows, 128]
@@ -124,24 +123,10 @@ def _prefix_state(q, pool_k, pool_v, page_table, length, layer, interpret) -> Pa
   return Partial(unpack(acc), unpack(m[..., 0]), unpack(l[..., 0]))
 
 
-def _manual(fn, kv_heads: int):
-  """Mosaic runs only where every mesh axis is manual. Inside the engine's shard_map over the data axes, map `fn`
-  over the axes left automatic (tensor): kv heads split over them when they divide, else every device does all."""
-  mesh = jax.sharding.get_abstract_mesh()
-  auto = () if mesh.empty else tuple(a for a in mesh.axis_names if a not in mesh.manual_axes)
-  if not auto:
-    return fn
-  heads = auto if kv_heads % math.prod(mesh.shape[a] for a in auto) == 0 else None
-  x4, x5 = P(None, None, heads, None), P(None, None, heads, None, None)
-  pool = P(None, None, None, heads, None)
-  return jax.shard_map(fn, mesh=mesh, in_specs=(x4, pool, pool, P(), P(), P()), out_specs=Partial(x5, x4, x4),
-                       axis_names=set(auto), check_vma=False)
-
-
 def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer, *, interpret=False) -> Partial:
   """`paged_xla.prefix_partial` through the Mosaic kernel: q [b, t, h, d], pools [layers, pages, page, kh, d]
   read at `layer` (a scalar), page_table [b, n] int32, length [b] int32 → state merged with every slot's cached
   positions. `interpret`:
   False (compile for TPU), or True / `pltpu.InterpretParams()` to run it on CPU."""
-  kernel = _manual(functools.partial(_prefix_state, interpret=interpret), pool_k.shape[3])
+  kernel = per_kv_head_shard(functools.partial(_prefix_state, interpret=interpret), pool_k.shape[3])
   return combine(state, kernel(q, pool_k, pool_v, page_table, length, layer))

@@ -18,6 +18,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from lrl_jax.kernels import softmax
+from lrl_jax.kernels.paged_shards import per_kv_head_shard
 from lrl_jax.kernels.softmax import Partial
 
 _MIN_ROWS = 16  # Triton's smallest dot operand dimension
@@ -44,13 +45,8 @@ def _kernel(length_ref, layer_ref, table_ref, q_ref, k_ref, v_ref, acc_ref, m_re
   acc_ref[...], m_ref[...], l_ref[...] = state
 
 
-def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer, *,
-                   interpret: bool | None = None) -> Partial:
-  """`paged_xla.prefix_partial` through the kernel: q [b, t, h, d], pools [layers, pages, page, kh, d] read
-  at `layer` (a scalar: no layer is sliced out, which would copy it), page_table [b, n] int32, length [b] int32 →
-  state merged with every row's cached positions."""
-  if interpret is None:
-    interpret = jax.default_backend() == "cpu"
+def _prefix_state(q, pool_k, pool_v, page_table, length, layer, *, interpret: bool) -> Partial:
+  """Every row's cached positions as an unnormalised state [b, t, kh, g, ...] (one shard's kv heads)."""
   b, t, h, d = q.shape
   page, kh = pool_k.shape[2], pool_k.shape[3]
   g = h // kh
@@ -76,4 +72,15 @@ def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer,
   )(length.astype(jnp.int32), jnp.reshape(layer, (1,)).astype(jnp.int32), page_table.astype(jnp.int32), qp, pool_k,
     pool_v)
   unpack = lambda a: a[:, :, :t * g].reshape(b, kh, t, g, *a.shape[3:]).swapaxes(1, 2)  # [b, t, kh, g, ...]
-  return softmax.combine(state, Partial(unpack(acc), unpack(m), unpack(l)))
+  return Partial(unpack(acc), unpack(m), unpack(l))
+
+
+def prefix_partial(state: Partial, q, pool_k, pool_v, page_table, length, layer, *,
+                   interpret: bool | None = None) -> Partial:
+  """`paged_xla.prefix_partial` through the kernel: q [b, t, h, d], pools [layers, pages, page, kh, d] read
+  at `layer` (a scalar: no layer is sliced out, which would copy it), page_table [b, n] int32, length [b] int32 →
+  state merged with every row's cached positions. Under a mesh, per shard of its automatic axes (`paged_shards`)."""
+  if interpret is None:
+    interpret = jax.default_backend() == "cpu"
+  kernel = per_kv_head_shard(functools.partial(_prefix_state, interpret=interpret), pool_k.shape[3])
+  return softmax.combine(state, kernel(q, pool_k, pool_v, page_table, length, layer))

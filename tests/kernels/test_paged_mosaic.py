@@ -15,6 +15,7 @@ from lrl_jax.kernels import masks, paged_mosaic, paged_xla, table as kernel_tabl
 from lrl_jax.kernels.softmax import Partial
 from lrl_jax.model.attention import paged_attend
 from lrl_jax.weights import load_checkpoint, tiny
+from tests.kernels import hlo_util
 from tests.optional import needs_libtpu
 
 B, T, H, KH, D = 3, 8, 4, 2, 16
@@ -131,5 +132,5 @@ def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(v5e_devices):
   assert "paged_prefix_attention_tpu" in text
   layer_pages = rf"bf16\[(1,)?{shape.pages},{shape.page_size},1,128\]"  # one layer of a device's pool
   assert not re.search(layer_pages, text), "a layer of the pool is sliced out (copied) for the kernel"
-  gathers = [line for line in text.splitlines() if re.search(r"all-gather(-start)?\(", line)]
-  assert not any(f",{shape.page_size},1,128]" in line.split("all-gather")[0] for line in gathers), gathers
+  pool = re.compile(rf"bf16\[\d+,{shape.pages},{shape.page_size},\d+,128\]")  # every layer's pages
+  assert not any(pool.search(g) for g in hlo_util.gathered_shapes(text)), hlo_util.gathered_shapes(text)

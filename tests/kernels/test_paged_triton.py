@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrl_jax.decode import DecodeConfig
 from lrl_jax.kernels import paged_triton, paged_xla
 from lrl_jax.kernels.softmax import Partial
 from lrl_jax.model import attention
+from tests.kernels import hlo_util
 from tests.kernels.test_paged_xla import B, KH, D, _inputs
 from tests.optional import needs_cuda_plugin
 
@@ -75,3 +77,30 @@ def test_decoding_forward_reads_pages_in_place_on_h100_deviceless():
   layer_bytes = pool.size // cfg.num_layers * 2
   assert "paged_prefix_attention" in compiled.as_text()
   assert compiled.memory_analysis().temp_size_in_bytes < layer_bytes / 4
+
+
+@needs_cuda_plugin
+def test_engine_compiles_with_the_kernel_on_an_h100_mesh():
+  """attn_impl="pallas" in the engine compiled for h100x8 (slots over fsdp=4, kv heads over tensor=2): the Triton
+  prefix runs per tensor shard (`kernels/paged_shards.py`), so no collective gathers the KV pool. Before, the
+  partitioner gathered every layer's pool over its kv-head split for the opaque kernel (SDAR-30B-A3B at tensor 4:
+  2 × 49.5 GiB of temporaries per device)."""
+  from lrl_jax.decode import api, programs
+  from lrl_jax.model import init_params
+  from lrl_jax.parallel import mesh as mesh_lib
+  from lrl_jax.plan import targets
+  from lrl_jax.weights import tiny
+
+  mesh = mesh_lib.make_mesh(1, 4, 2, devices=targets.topology(targets.parse_target("h100x8")).devices)
+  cfg = tiny.tiny_config(hidden_size=256, head_dim=128, vocab_size=512, intermediate_size=512)
+  dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=28, dtype="bfloat16", attn_impl="pallas")
+  shape = api.engine_shape(cfg, dcfg, 16, 36, shards=programs.shards(mesh))
+  prog = programs.for_mesh(mesh, programs.kv_split(cfg, mesh))
+  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  args = programs.abstract_run_args(cfg, shapes, shape, jnp.bfloat16, mesh)
+  compiled = prog.run.lower(*args, cfg=cfg, dcfg=dcfg, shape=shape, bucket=shape.max_pages).compile()
+  text = compiled.as_text()
+  assert "paged_prefix_attention" in text and cfg.num_kv_heads == 2
+  pool = re.compile(rf"bf16\[\d+,{shape.pages},{shape.page_size},\d+,128\]")  # every layer's pages
+  gathers = hlo_util.gathered_shapes(text)
+  assert gathers and not any(pool.search(g) for g in gathers), gathers
