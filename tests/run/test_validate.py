@@ -19,7 +19,7 @@ def test_shipped_training_configs_validate(name):
   if config.model.checkpoint or config.data.train != "demo":  # paper configs point at files made by download/convert
     config.model.checkpoint, config.data.train, config.data.eval = "", "demo", "demo"
     config.warm_start.steps = 0
-    config.mesh.fsdp = 1
+    config.mesh.fsdp = config.mesh.expert = config.mesh.tensor = 1  # one CPU device
     config.train.micro_batch_rows = 8
     config.rollout.max_new_tokens = 64  # the tiny stand-in model has 4096 positions, SDAR has 32768
   validate.validate(config)
