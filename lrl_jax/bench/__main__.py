@@ -5,7 +5,7 @@ import sys
 
 from lrl_jax import cli
 
-BENCHMARKS = ("decode", "rollout", "train", "reward", "moe")
+BENCHMARKS = ("decode", "rollout", "train", "reward", "moe", "moe_dispatch")
 
 
 def main(argv: list[str]) -> int:
