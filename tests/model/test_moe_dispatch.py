@@ -1,6 +1,7 @@
 """The expert-parallel dispatch (`model/moe_dispatch.py`) against the unsharded block: on 8 host devices (a
 subprocess: moe_dispatch_run.py) a scanned, rematerialised 2-layer MoE stack's value and gradients, fp32 ≤ 1e-5,
-with no expert weight gathered over `expert`; greedy decode records on (data 2, expert 4) equal one device's.
+with no expert weight gathered over `expert`; greedy decode records on (data 2, expert 4) equal one device's (marked
+slow; in the default run, tests/run/test_multiprocess.py's 2-process MoE run decodes with experts split).
 In process: the chunked grouped matmul equals the unchunked one (values and gradients)."""
 
 import json
@@ -11,6 +12,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lrl_jax.model import moe_dispatch
 
@@ -38,6 +40,7 @@ def test_dispatch_on_eight_devices_matches_one_device():
   assert block["branch_collectives"] == [], block
 
 
+@pytest.mark.slow
 def test_expert_parallel_decode_matches_one_device():
   """The rollout engine with experts split over `expert` (tokens exchanged inside its shard_map over the data axes,
   idle shards running no-op forwards with their group) decodes what one device decodes."""
