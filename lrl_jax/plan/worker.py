@@ -38,11 +38,19 @@ def _mesh(spec: dict, target):
   topo = targets.topology(target)
   shape = tuple(spec["mesh"])
   try:
-    return topologies.make_mesh(topo, shape, mesh_lib.AXES)
+    mesh = topologies.make_mesh(topo, shape, mesh_lib.AXES)
   except (ValueError, AssertionError, NotImplementedError) as e:
     emit("bad_input", key="mesh", message=f"{dict(zip(mesh_lib.AXES, shape))} does not fit the physical topology "
          f"{target.topology_name}: {' '.join(str(e).split()) or type(e).__name__}")
     sys.exit(0)
+  # each process decodes its rollouts on its own devices (run/setup.py): an expert x tensor group within one host
+  groups = mesh.devices.reshape(-1, shape[2] * shape[3])
+  if any(len({d.process_index for d in group}) > 1 for group in groups):
+    per_host = sum(d.process_index == mesh.devices.flat[0].process_index for d in mesh.devices.flat)
+    emit("bad_input", key="config.mesh", message=f"expert x tensor = {shape[2]} x {shape[3]} devices span hosts of "
+         f"{per_host} on {target.name}; an expert- or tensor-parallel group must lie within one host")
+    sys.exit(0)
+  return mesh
 
 
 def _flops(compiled, program) -> dict:

@@ -138,6 +138,13 @@ def test_mesh_that_does_not_factor_the_devices():
   assert line == "error: mesh: (data=-1, fsdp=3, expert=1, tensor=1) does not factor the 8 devices of h100x8"
 
 
+def test_model_parallel_group_across_hosts():
+  """A run decodes each process's rollouts on its own devices, so plan refuses what the trainer would."""
+  line = _error_line(run_plan(*TINY, "--target=h100x16", "--config.mesh.tensor=16"))
+  assert line == ("error: config.mesh: expert x tensor = 1 x 16 devices span hosts of 8 on h100x16; an expert- or "
+                  "tensor-parallel group must lie within one host"), line
+
+
 def test_missing_extra():
   hide = "import sys; sys.modules['libtpu'] = None; from lrl_jax.plan.__main__ import main; sys.exit(main())"
   line = _error_line(run_plan(*TINY, "--target=v5e:2x2", prefix=["-c", hide]))
