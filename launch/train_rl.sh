@@ -18,6 +18,8 @@
 # across hosts (a tensor-parallel group must stay within one host). Rollouts run on each host's own devices, on its
 # share of the prompt groups. If a host dies, the others stop within about a minute with one `error:` line; rerun
 # the command on every host to resume from the last checkpoint. See docs/SCALING.md.
+# SDAR-30B-A3B (MoE) on one 8xH200 host: CONFIG=configs/lightningrl_30b.py launch/train_rl.sh ckpt/sdar30b_a3b W
+# (expert 2 x tensor 4; on 2 x 8 H100s add --config.mesh.fsdp=2 --config.train.micro_batch_rows=4; docs/MOE.md).
 set -euo pipefail
 CKPT=${1:?usage: launch/train_rl.sh CKPT_DIR WORKDIR [overrides]}
 WORKDIR=${2:?usage: launch/train_rl.sh CKPT_DIR WORKDIR [overrides]}
