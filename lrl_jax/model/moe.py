@@ -107,5 +107,4 @@ def load_summary(stats: RouterStats) -> dict[str, jax.Array]:
   load = stats.load.reshape(-1, stats.load.shape[-1])  # [layers, experts]
   mean = jnp.maximum(jnp.mean(load, axis=-1), 1e-9)
   return {"moe/load_max_over_mean": jnp.mean(jnp.max(load, axis=-1) / mean),
-          "moe/load_min_over_mean": jnp.mean(jnp.min(load, axis=-1) / mean),
-          "moe/aux_loss": load_balancing_loss(stats)}
+          "moe/load_min_over_mean": jnp.mean(jnp.min(load, axis=-1) / mean)}

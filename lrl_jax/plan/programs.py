@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from lrl_jax import config_parts, defaults
 from lrl_jax.decode import DecodeConfig
@@ -199,8 +200,14 @@ def step_counts(s: Setup, micro: int) -> dict[str, float]:
   per = c.train.sequences_per_update
   updates = max(1, -(-sequences // per)) if per else 1
   micro_per_update = -(-(sequences // updates) // micro)
-  return {"logprobs": (2 if "ref_params" in s.state else 1) * -(-sequences // micro), "micro_grads": updates,
-          "accumulate": updates * (micro_per_update - 1), "apply": updates}
+  # with the load-balancing loss on, each update's router-load pass: the same forward as a log-prob call
+  router = updates * micro_per_update if _router_loss(s.sc) else 0
+  return {"logprobs": (2 if "ref_params" in s.state else 1) * -(-sequences // micro) + router,
+          "micro_grads": updates, "accumulate": updates * (micro_per_update - 1), "apply": updates}
+
+
+def _router_loss(sc: step_lib.StepConfig) -> bool:
+  return sc.model.is_moe and bool(sc.loss.router_aux_loss_coef)
 
 
 def outputs(compiled, index=None):
@@ -219,12 +226,17 @@ def train_programs(s: Setup, micro: int) -> list[Program]:
   sc = _step_config(s, micro, length)
   params, mb = s.state["params"], micro_batch(s, micro, length)
   counts = step_counts(s, micro)
+  replicated = NamedSharding(s.mesh, PartitionSpec())
+  coefficients = ((jax.ShapeDtypeStruct((sc.model.num_experts,), jnp.float32, sharding=replicated),)
+                  if _router_loss(sc) else ())  # the load-balancing loss's terms (losses.router_coefficients)
   return [
       Program("logp_old/ref", step_lib.logprobs, (params, mb.tokens, mb.noisy_masked, mb.valid), {"sc": sc},
               counts["logprobs"], s.mesh),
-      Program("micro_grads", step_lib.micro_grads, (params, mb), {"sc": sc}, counts["micro_grads"], s.mesh),
+      Program("micro_grads", step_lib.micro_grads, (params, mb, *coefficients), {"sc": sc}, counts["micro_grads"],
+              s.mesh),
       Program("accumulate", step_lib.accumulate,
-              lambda done: (params, *outputs(done["micro_grads"]), mb), {"sc": sc}, counts["accumulate"], s.mesh),
+              lambda done: (params, *outputs(done["micro_grads"]), mb, *coefficients), {"sc": sc},
+              counts["accumulate"], s.mesh),
   ]
 
 

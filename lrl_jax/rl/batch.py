@@ -77,10 +77,11 @@ def training_rows(records: Sequence[Record], advantages: np.ndarray, correct: np
 
 
 def update_groups(row_to_seq: np.ndarray, num_updates: int, num_seqs: int | None = None,
-                  offset: int = 0) -> list[np.ndarray]:
+                  seq_ids: np.ndarray | None = None) -> list[np.ndarray]:
   """Split rows into `num_updates` accumulated batches, keeping each sequence's rows together.
 
-  With `num_seqs` (the whole batch's sequences; these rows hold sequences offset + row_to_seq), the split is the
+  With `num_seqs` (the whole batch's sequences; these rows hold sequences seq_ids[row_to_seq], in a multi-process
+  run this process's, not necessarily contiguous: refill rounds interleave the processes' shares), the split is the
   whole batch's and every batch is listed, also one holding none of these rows.
   """
   if num_seqs is None:
@@ -88,7 +89,11 @@ def update_groups(row_to_seq: np.ndarray, num_updates: int, num_seqs: int | None
     parts = np.array_split(seqs, max(1, min(num_updates, len(seqs))))
     return [np.flatnonzero(np.isin(row_to_seq, part)) for part in parts if len(part)]
   parts = np.array_split(np.arange(num_seqs), max(1, min(num_updates, num_seqs)))
-  return [np.flatnonzero((row_to_seq >= 0) & np.isin(row_to_seq + offset, part)) for part in parts]
+  ids = np.asarray(np.arange(num_seqs) if seq_ids is None else seq_ids, np.int64)
+  held = row_to_seq >= 0
+  global_seq = np.full(row_to_seq.shape, -1, np.int64)
+  global_seq[held] = ids[row_to_seq[held]]
+  return [np.flatnonzero(held & np.isin(global_seq, part)) for part in parts]
 
 
 def pad_to(r: Rows, num_rows: int, pad_id: int) -> Rows:

@@ -122,14 +122,14 @@ class Learner:
     c, sc, processes = self.cfg, self.programs.step, multihost.count()
     t2 = time.perf_counter()
     micro = c.micro_batch_rows // processes  # this process's rows of a micro-batch
-    mine = [i for i, r in enumerate(kept) if r.record is not None]  # contiguous: this process's share
+    mine = [i for i, r in enumerate(kept) if r.record is not None]  # this process's (refill rounds interleave them)
     max_len = batch_lib.length_bucket(max(r.row_length for r in kept), sc.block_size, c.row_len_bucket)
     rows = batch_lib.training_rows([kept[i].record for i in mine], advantages[mine], correct[mine],
                                    mode=c.logp_mode, block_size=sc.block_size, shrink=c.shrink, pad_id=c.pad_id,
                                    row_multiple=micro, len_multiple=c.row_len_bucket, max_len=max_len)
     per = c.sequences_per_update
     num_updates = max(1, -(-len(kept) // per)) if per else 1
-    updates = batch_lib.update_groups(rows.batch.row_to_seq, num_updates, len(kept), mine[0] if mine else 0)
+    updates = batch_lib.update_groups(rows.batch.row_to_seq, num_updates, len(kept), np.asarray(mine, np.int64))
     shares = multihost.allgather(Share(rows.batch.tokens.shape[0], layout.noisy_start(rows.batch.noisy_masked,
                                                                                       sc.block_size),
                                        [batch_lib.totals(rows, idx) for idx in updates],
@@ -153,8 +153,8 @@ class Learner:
       self.opt_state = self.programs.init_opt(self.params)
     per_update, norms = [], []
     for idx, total, count in zip(updates, totals, counts):
-      grads, aux = self._gradients(batch_lib.micro_batches(rows, idx, micro, sc.loss, logp_old, logp_ref, total,
-                                                           count), sc)
+      batches = lambda: batch_lib.micro_batches(rows, idx, micro, sc.loss, logp_old, logp_ref, total, count)
+      grads, aux = self._gradients(batches(), sc, self._router_coefficients(batches(), sc))
       update_metrics = losses.finalize_metrics(multihost.host(aux))
       guards.check_update(step, update_metrics["loss"], float(multihost.host(guards.global_norm(grads))),
                           self.hooks.last_good())
@@ -172,20 +172,36 @@ class Learner:
     timings["time_update"] = time.perf_counter() - t3
     return Update(metrics, timings)
 
-  def _gradients(self, micro_batches, sc: step_lib.StepConfig):
+  def _gradients(self, micro_batches, sc: step_lib.StepConfig, coefficients=None):
     """(grads, aux) accumulated over one update's micro-batches (host rows); nothing but the running sums outlives
-    a micro-batch on the devices."""
+    a micro-batch on the devices. `coefficients`: the update's load-balancing loss terms (None: off)."""
     grads = aux = None
     mesh = self.programs.mesh
+    extra = () if coefficients is None else (coefficients,)
     for mb in micro_batches:
       mb = step_lib.MicroBatch(**multihost.global_rows(mb, mesh))
       with mesh_lib.activate(mesh):
         if grads is None:
-          grads, aux = step_lib.micro_grads(self.params, mb, sc=sc)
+          grads, aux = step_lib.micro_grads(self.params, mb, *extra, sc=sc)
         else:
-          grads, aux = step_lib.accumulate(self.params, grads, aux, mb, sc=sc)
+          grads, aux = step_lib.accumulate(self.params, grads, aux, mb, *extra, sc=sc)
       self.hooks.micro_batch()
     return grads, aux
+
+  def _router_coefficients(self, micro_batches, sc: step_lib.StepConfig):
+    """With the load-balancing loss on (an MoE model, `router_aux_loss_coef` > 0): one forward over the update's
+    micro-batches for its router load, as `losses.router_coefficients` (every process's rows: the loss is the whole
+    update's, whatever the split into micro-batches and processes). None when the loss is off."""
+    if not (sc.model.is_moe and sc.loss.router_aux_loss_coef):
+      return None
+    load = tokens = 0.0
+    mesh = self.programs.mesh
+    for mb in micro_batches:
+      part = multihost.global_rows((mb["tokens"], mb["noisy_masked"], mb["valid"]), mesh)
+      with mesh_lib.activate(mesh):
+        mb_load, mb_tokens = multihost.host(step_lib.router_load(self.params, *part, sc=sc))
+      load, tokens = load + np.asarray(mb_load, np.float64), tokens + float(np.sum(mb_tokens))
+    return losses.router_coefficients(load, tokens)  # numpy: every process passes the same, replicated
 
   def _logprobs(self, params, b, micro: int, sc: step_lib.StepConfig) -> np.ndarray:
     """Log-probs [rows, L] of this process's rows, `micro` of them per call (with every process's in it)."""

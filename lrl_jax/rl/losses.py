@@ -151,14 +151,22 @@ def combine_aux(a: dict, b: dict) -> dict:
   return {k: combine.get(k, jnp.add)(a[k], b[k]) for k in a}
 
 
-def with_router(total: jnp.ndarray, aux: dict, stats, share: jnp.ndarray, cfg: LossConfig) -> tuple[jnp.ndarray, dict]:
-  """An MoE micro-batch: adds `router_aux_loss_coef` × its load-balancing loss × its `share` of the accumulated
-  batch to the loss, and its router sums (per layer and expert, over the rows' valid tokens) to aux."""
-  from lrl_jax.model import moe
-  balance = share * moe.load_balancing_loss(stats)
-  total = total + cfg.router_aux_loss_coef * balance
-  aux = dict(aux, loss=total, router_aux_loss=balance, moe_load=stats.load, moe_prob=stats.prob,
-             moe_tokens=stats.tokens)
+def router_coefficients(load: np.ndarray, tokens: float) -> np.ndarray:
+  """[experts] float32: c_e = experts · L_e / T², from an update's router load L [layers, experts] and token count T
+  summed over its layers (host arrays). The update's load-balancing loss is then exactly Σ_micro-batches Σ_e c_e P_e
+  with P_e a micro-batch's router-probability sum: L has no gradient (top-k), so f_e = L_e / T is a constant."""
+  load = np.asarray(load, np.float64).reshape(-1, np.shape(load)[-1]).sum(0)
+  return (load.size * load / max(float(tokens), 1.0) ** 2).astype(np.float32)
+
+
+def with_router(total: jnp.ndarray, aux: dict, stats, coefficients: jnp.ndarray | None,
+                cfg: LossConfig) -> tuple[jnp.ndarray, dict]:
+  """An MoE micro-batch: adds `router_aux_loss_coef` × Σ_e c_e P_e (its part of the update's load-balancing loss,
+  `router_coefficients`; None when the loss is off) to the loss, and its router sums (per layer and expert, over
+  the rows' valid tokens) to aux."""
+  if coefficients is not None:
+    total = total + cfg.router_aux_loss_coef * jnp.sum(coefficients * jnp.sum(stats.prob, axis=0))
+  aux = dict(aux, loss=total, moe_load=stats.load, moe_prob=stats.prob, moe_tokens=stats.tokens)
   return total, aux
 
 
@@ -175,7 +183,6 @@ def finalize_metrics(aux: dict) -> dict:
     out["entropy"] = aux["entropy_sum"] / denom
   if "moe_load" in aux:  # per-expert load over every token of the update, all layers
     from lrl_jax.model import moe
-    load = moe.load_summary(moe.RouterStats(aux["moe_load"], aux["moe_prob"], aux["moe_tokens"]))
-    out.update(load, router_aux_loss=aux["router_aux_loss"])
-    del out["moe/aux_loss"]
+    stats = moe.RouterStats(aux["moe_load"], aux["moe_prob"], aux["moe_tokens"])
+    out.update(moe.load_summary(stats), router_aux_loss=moe.load_balancing_loss(stats))  # the update's, whole
   return out

@@ -58,7 +58,7 @@ def _logprobs(params, batch_tokens, noisy_masked, valid, sc: StepConfig, router_
                              start=sc.noisy_start, attn_impl=sc.attn_impl, router_stats=router_stats)
 
 
-def _loss(params, mb: MicroBatch, sc: StepConfig):
+def _loss(params, mb: MicroBatch, sc: StepConfig, router_coefficients=None):
   logp, entropy, *router = _logprobs(params, mb.tokens, mb.noisy_masked, mb.valid, sc, sc.model.is_moe)
   scored = mb.scored.astype(bool)
   logp = jnp.where(scored, logp, 0.0)  # unscored positions never contribute (nor a -inf at a pad)
@@ -67,21 +67,28 @@ def _loss(params, mb: MicroBatch, sc: StepConfig):
   logp_old = jax.lax.stop_gradient(logp) if sc.on_policy else jnp.where(scored, mb.logp_old, 0.0)
   total, aux = losses.rl_loss(logp, logp_old, jnp.where(scored, mb.logp_ref, 0.0), mb.advantages, scored, weights,
                               sc.loss, entropy=entropy)
-  if router:  # this micro-batch's share (its policy weights; they sum to 1 over the accumulated batch)
-    return losses.with_router(total, aux, router[0], jnp.sum(mb.w_policy), sc.loss)
+  if router:  # the update's load-balancing loss, this micro-batch's part of it (losses.router_coefficients)
+    return losses.with_router(total, aux, router[0], router_coefficients, sc.loss)
   return total, aux
 
 
-def _grads(params, mb: MicroBatch, sc: StepConfig):
-  (_, aux), grads = jax.value_and_grad(_loss, has_aux=True)(params, mb, sc)
+def _grads(params, mb: MicroBatch, sc: StepConfig, router_coefficients=None):
+  (_, aux), grads = jax.value_and_grad(_loss, has_aux=True)(params, mb, sc, router_coefficients)
   return grads, aux
+
+
+def _router_load(params, batch_tokens, noisy_masked, valid, sc: StepConfig):
+  """The rows' router load [layers, experts] and token count [layers] (an MoE model's forward, no gradient)."""
+  stats = _logprobs(params, batch_tokens, noisy_masked, valid, sc, True)[2]
+  return stats.load, stats.tokens
 
 
 class StepFunctions(NamedTuple):
   """The jitted programs of one StepConfig and param sharding (lower them for AOT, call them to run)."""
   logprobs: Callable  # (params, tokens, noisy_masked, valid) -> logp [rows, L]
-  micro_grads: Callable  # (params, mb) -> (grads, aux) of the first micro-batch of an accumulation
-  accumulate: Callable  # (params, grads, aux, mb) -> (grads, aux) with one more micro-batch (buffers donated)
+  micro_grads: Callable  # (params, mb[, router coefficients]) -> (grads, aux) of an accumulation's first micro-batch
+  accumulate: Callable  # (params, grads, aux, mb[, coefficients]) -> (grads, aux) plus one micro-batch (donated)
+  router_load: Callable  # (params, tokens, noisy_masked, valid) -> (load [layers, experts], tokens [layers])
 
 
 def resolve(sc: StepConfig, devices) -> StepConfig:
@@ -94,19 +101,21 @@ def resolve(sc: StepConfig, devices) -> StepConfig:
 @functools.lru_cache(maxsize=None)
 def _functions(sc: StepConfig, shardings: tuple | None) -> StepFunctions:
   _CREATED.append((sc, shardings))
-  out = {}
+  out, whole = {}, {}
   if shardings is not None:
     treedef, leaves = shardings
     replicated = NamedSharding(leaves[0].mesh, PartitionSpec())
     out = {"out_shardings": (jax.tree.unflatten(treedef, leaves), replicated)}
-  grads = lambda params, mb: _grads(params, mb, sc)
+    whole = {"out_shardings": replicated}  # sums every process reads whole (multihost.host)
+  grads = lambda params, mb, coefficients=None: _grads(params, mb, sc, coefficients)
 
-  def accumulate(params, grads_in, aux, mb):
-    g, a = _grads(params, mb, sc)
+  def accumulate(params, grads_in, aux, mb, coefficients=None):
+    g, a = _grads(params, mb, sc, coefficients)
     return jax.tree.map(jnp.add, grads_in, g), losses.combine_aux(aux, a)
 
   return StepFunctions(jax.jit(lambda params, *rows: _logprobs(params, *rows, sc)[0]), jax.jit(grads, **out),
-                       jax.jit(accumulate, donate_argnums=(1, 2), **out))
+                       jax.jit(accumulate, donate_argnums=(1, 2), **out),
+                       jax.jit(lambda params, *rows: _router_load(params, *rows, sc), **whole))
 
 
 def functions(sc: StepConfig, param_shardings: Any = None) -> StepFunctions:
@@ -155,8 +164,12 @@ class _Program:
 _CREATED: list[tuple] = []  # the (sc, shardings) keys `_functions` has built, for `_cache_size`
 
 logprobs = _Program("logprobs", "(params, tokens, noisy_masked, valid, *, sc) -> log-probs [rows, L], no gradient.")
-micro_grads = _Program("micro_grads", "(params, mb, *, sc) -> (grads sharded like params, aux) of a first micro-batch.")
-accumulate = _Program("accumulate", "(params, grads, aux, mb, *, sc) -> (grads, aux) plus one micro-batch (donated).")
+micro_grads = _Program("micro_grads", "(params, mb[, router coefficients], *, sc) -> (grads sharded like params, aux) "
+                       "of a first micro-batch.")
+accumulate = _Program("accumulate", "(params, grads, aux, mb[, router coefficients], *, sc) -> (grads, aux) plus one "
+                      "micro-batch (donated).")
+router_load = _Program("router_load", "(params, tokens, noisy_masked, valid, *, sc) -> an MoE model's router load "
+                       "[layers, experts] and tokens [layers] over the rows.")
 
 
 def make_apply(optimizer: optax.GradientTransformation, out_shardings=None):

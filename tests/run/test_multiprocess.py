@@ -2,8 +2,8 @@
 mesh (data 2 x expert 2), training the tiny MoE model (every layer 8 experts, top 2; each process's 2 devices hold 4
 experts each). The 2-process run loses process 1 (SIGKILL in step 3, after its rollout):
 process 0 stops within 60 s with one `error:` line; rerunning both resumes from step 2 and ends equal to the
-uninterrupted 1-process run (params 1e-5, metrics with the router's 1e-5), each process having decoded only its own
-groups, with one metrics.jsonl and summary.json.
+uninterrupted 1-process run (params 1e-5, metrics with the router's and its load-balancing loss 1e-5), each process
+having decoded only its own groups, with one metrics.jsonl and summary.json.
 The bookkeeping that makes the split exact (shares, update split, loss totals) is checked on its own in numpy, and
 bad start flags are one `error:` line and exit 2.
 """
@@ -38,17 +38,14 @@ from tests.run.util import ROOT, load
 # correctly, so the all-wrong filter stays off, or nothing would train) with refill rounds of new groups (split over
 # the processes too), two updates per step, 8-token KV pages (a slot fits one page-table bucket: fewer engine
 # compiles), Adam eps 1e-6 (no 1/eps gain on rounding noise). The MoE runs add the model (`_moe_model`) and the mesh
-# (data spans the processes, expert each process's 2 devices). The load-balancing loss stays off: it is a product of
-# sums over one micro-batch (as transformers' is over one forward), and each process fills the micro-batches with its
-# own rows, so the loss, its metric `router_aux_loss` and its gradient depend on the split; the router's load metrics,
-# sums over the whole update, do not.
+# (data spans the processes, expert each process's 2 devices) and the load-balancing loss (the whole update's: each
+# process fills the micro-batches with its own rows, so a per-micro-batch loss would differ from 1 process's).
 OVERRIDES = ["--config.train.steps=3", "--config.rollout.page_size=8", "--config.rollout.num_prompts=3",
              "--config.rollout.temperature=0.5", "--config.rollout.threshold=0.01",
              "--config.rl.filter_tpf_threshold=0.2", "--config.rl.resample_filtered=True",
              "--config.train.sequences_per_update=6", "--config.optim.eps=1e-6", "--config.reward.workers=1"]
-MOE = ["--config.mesh.data=2", "--config.mesh.expert=2"]
-ROUTER_METRICS = ("moe/load_max_over_mean", "moe/load_min_over_mean")
-SPLIT_DEPENDENT = ("router_aux_loss",)
+MOE = ["--config.mesh.data=2", "--config.mesh.expert=2", "--config.loss.router_aux_loss_coef=0.01"]
+ROUTER_METRICS = ("moe/load_max_over_mean", "moe/load_min_over_mean", "router_aux_loss")
 TOL = 1e-5
 DECODED = re.compile(r"^process (\d)/2: step (\d): decoded groups \[(\d+), (\d+)\) of (\d+): (\d+) responses$")
 
@@ -176,7 +173,7 @@ def test_two_processes_lose_one_resume_and_match_one_process(tmp_path, spawned):
   rows_want, rows_got = _metrics(reference), _metrics(workdir)
   assert [m["step"] for m in rows_got] == [1, 2, 3]
   for a, b in zip(rows_want, rows_got):
-    keys = {k for k in a if not k.startswith("time_") and k not in ("judge_overlap", *SPLIT_DEPENDENT)}
+    keys = {k for k in a if not k.startswith("time_") and k != "judge_overlap"}
     assert keys <= b.keys() and keys.issuperset(ROUTER_METRICS), keys
     bad = {k: (a[k], b[k]) for k in keys if abs(a[k] - b[k]) > TOL}
     assert not bad, (a["step"], bad)
@@ -277,7 +274,9 @@ def _records(rng, n):
 @pytest.mark.parametrize("reductions", [("sequence", "token", "token"), ("token", "sequence", "sequence")])
 def test_split_rows_carry_the_whole_batch_weights(mode, reductions):
   """Rows built per process with the whole batch's length, update split and summed totals give every token the
-  weight it has in the one-process batch (exactly), whatever the process boundaries."""
+  weight it has in the one-process batch (exactly), whatever the process boundaries, also for shares that are not
+  contiguous (refill rounds interleave the processes' responses: process 0 holds round 0's first groups and round
+  1's, process 1 the rest of round 0)."""
   rng = np.random.default_rng(0)
   cfg = losses.LossConfig(policy_reduction=reductions[0], kl_reduction=reductions[1], nll_reduction=reductions[2])
   records, adv, correct = _records(rng, 11), rng.normal(size=11), rng.random(11) < 0.5
@@ -289,12 +288,14 @@ def test_split_rows_carry_the_whole_batch_weights(mode, reductions):
     for j, row in enumerate(idx):
       want[(u, int(whole.batch.row_to_seq[row]), whole.batch.scored[row].tobytes())] = tuple(w[j] for w in weights)
   max_len = whole.batch.tokens.shape[1]
-  for cut in (0, 4, 7, 11):
-    shares = [slice(0, cut), slice(cut, 11)]
+  contiguous = [(np.arange(cut), np.arange(cut, 11)) for cut in (0, 4, 7, 11)]
+  interleaved = [(np.r_[0:3, 7:11], np.arange(3, 7)), (np.r_[0:2, 5:6, 9:11], np.r_[2:5, 6:9])]
+  for shares in contiguous + interleaved:
     parts = []
     for s in shares:
-      rows = batch_lib.training_rows(records[s], adv[s], correct[s], row_multiple=2, max_len=max_len, **kw)
-      groups = batch_lib.update_groups(rows.batch.row_to_seq, 3, 11, s.start)
+      take = lambda xs, s=s: [xs[i] for i in s]
+      rows = batch_lib.training_rows(take(records), adv[s], correct[s], row_multiple=2, max_len=max_len, **kw)
+      groups = batch_lib.update_groups(rows.batch.row_to_seq, 3, 11, s)
       parts.append((s, rows, groups, [batch_lib.totals(rows, idx) for idx in groups]))
     totals = np.sum([p[3] for p in parts], axis=0)
     counts = np.max([[-(-len(idx) // 2) for idx in p[2]] for p in parts], axis=0)
@@ -306,7 +307,7 @@ def test_split_rows_carry_the_whole_batch_weights(mode, reductions):
         assert len(mbs) == counts[u]  # every process runs as many micro-batches
         flat = {k: np.concatenate([mb[k] for mb in mbs]) for k in ("w_policy", "w_kl", "w_nll", "scored")}
         for j, row in enumerate(idx):
-          key = (u, int(rows.batch.row_to_seq[row]) + s.start, rows.batch.scored[row].tobytes())
+          key = (u, int(s[rows.batch.row_to_seq[row]]), rows.batch.scored[row].tobytes())
           got[key] = tuple(flat[k][j] for k in ("w_policy", "w_kl", "w_nll"))
         assert not flat["w_policy"][len(idx):].any()  # padding rows weigh nothing
     assert got.keys() == want.keys()
