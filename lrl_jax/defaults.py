@@ -80,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.policy_reduction = placeholder(str)
   c.loss.kl_reduction = placeholder(str)
   c.loss.nll_reduction = placeholder(str)
-  c.loss.router_aux_loss_coef = placeholder(float)  # MoE models only (0 = off)
+  c.loss.router_aux_loss_coef = placeholder(float)  # MoE models only (0 = off): the update's load-balancing loss
 
   c.optim = ml_collections.ConfigDict(dict(lr=1e-6, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, warmup_steps=10,
                                            max_grad_norm=1.0))

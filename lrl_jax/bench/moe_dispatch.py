@@ -27,7 +27,8 @@ GIB = 2 ** 30
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_string("target", "h200x8", "deviceless target (plan's names: h100xN, h200xN, v5p-N, ...)", flag_values=fv)
+  flags.DEFINE_string("target", "h200x8", "deviceless target (plan's names: h100xN, h200xN, v5p-N, ...)",
+                      flag_values=fv)
   flags.DEFINE_integer("fsdp", 1, "mesh fsdp", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("expert", 8, "mesh expert (experts split over it)", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("tensor", 1, "mesh tensor (expert width split over it)", lower_bound=1, flag_values=fv)
