@@ -162,9 +162,11 @@ def router_coefficients(load: np.ndarray, tokens: float) -> np.ndarray:
 def with_router(total: jnp.ndarray, aux: dict, stats, coefficients: jnp.ndarray | None,
                 cfg: LossConfig) -> tuple[jnp.ndarray, dict]:
   """An MoE micro-batch: adds `router_aux_loss_coef` × Σ_e c_e P_e (its part of the update's load-balancing loss,
-  `router_coefficients`; None when the loss is off) to the loss, and its router sums (per layer and expert, over
+  `router_coefficients`; not read when the loss is off) to the loss, and its router sums (per layer and expert, over
   the rows' valid tokens) to aux."""
-  if coefficients is not None:
+  if cfg.router_aux_loss_coef:
+    if coefficients is None:
+      raise ValueError("router_aux_loss_coef > 0 needs the update's coefficients (losses.router_coefficients)")
     total = total + cfg.router_aux_loss_coef * jnp.sum(coefficients * jnp.sum(stats.prob, axis=0))
   aux = dict(aux, loss=total, moe_load=stats.load, moe_prob=stats.prob, moe_tokens=stats.tokens)
   return total, aux

@@ -3,8 +3,11 @@ whatever its split into micro-batches: accumulated gradients over 4 micro-batche
 router-load pass (`losses.router_coefficients`, what the learner does), equal the gradient of the RL loss plus
 coef × `moe.load_balancing_loss` of one forward over all rows (fp32, 1e-5 relative)."""
 
+import dataclasses
+
 import jax
 import numpy as np
+import pytest
 
 from lrl_jax.model import init_params, moe
 from lrl_jax.rl import batch as batch_lib, layout, losses, step as step_lib
@@ -38,9 +41,11 @@ def _whole(params, r, sc, logp_old):
   (mb,) = batch_lib.micro_batches(r, np.arange(r.batch.tokens.shape[0]), r.batch.tokens.shape[0], sc.loss, logp_old,
                                   logp_old)
   mb = step_lib.MicroBatch(**mb)
+  rl_only = step_lib.resolve(dataclasses.replace(sc, loss=dataclasses.replace(sc.loss, router_aux_loss_coef=0.0)),
+                             jax.devices())
 
   def loss(params):
-    rl, _ = step_lib._loss(params, mb, step_lib.resolve(sc, jax.devices()))  # no coefficients: the RL loss alone
+    rl, _ = step_lib._loss(params, mb, rl_only)
     stats = layout.row_logprobs(params, sc.model, mb.tokens, mb.noisy_masked, mb.valid, block_size=sc.block_size,
                                 router_stats=True)[2]
     balance = moe.load_balancing_loss(stats)
@@ -82,3 +87,15 @@ def test_the_balance_term_moves_the_router():
     without, _ = _split(params, r, off, logp_old, 8)
   diff = np.abs(np.asarray(with_term["layers"]["router"]) - np.asarray(without["layers"]["router"])).max()
   assert diff > 1e-4, diff
+
+
+def test_the_loss_on_without_coefficients_is_an_error():
+  """A caller that forgets the router-load pass gets an error, not a silently dropped term."""
+  cfg = tiny_moe.tiny_moe_config(num_experts=8, top_k=2, num_heads=4, num_kv_heads=2, vocab_size=128)
+  params = init_params(cfg, jax.random.key(0))
+  sc = step_lib.StepConfig(cfg, losses.LossConfig(kl_beta=0.0, router_aux_loss_coef=COEF), block_size=4)
+  r = _rows(cfg)
+  zeros = np.zeros(r.batch.tokens.shape, np.float32)
+  mb = step_lib.MicroBatch(**next(batch_lib.micro_batches(r, np.arange(8), 8, sc.loss, zeros, zeros)))
+  with pytest.raises(ValueError, match="router_aux_loss_coef > 0 needs the update's coefficients"):
+    step_lib.micro_grads(params, mb, sc=sc)

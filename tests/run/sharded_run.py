@@ -57,14 +57,19 @@ def main(data, fsdp, tensor, expert=1, model="dense"):
     b = r.batch
     with mesh_lib.activate(mesh):
       logp_old = np.asarray(step_lib.logprobs(params, *put((b.tokens, b.noisy_masked, b.valid)), sc=sc))
+    coefficients = ()  # the update's load-balancing loss terms, from its router load (the learner's pass)
+    if model == "moe":
+      with mesh_lib.activate(mesh):
+        load, tokens = step_lib.router_load(params, *put((b.tokens, b.noisy_masked, b.valid)), sc=sc)
+      coefficients = (losses.router_coefficients(np.asarray(load), float(np.sum(tokens))),)
     grads = aux = None
     for mb in batch_lib.micro_batches(r, np.arange(b.tokens.shape[0]), 8, loss_cfg, logp_old - 0.05, logp_old):
       mb = put(step_lib.MicroBatch(**mb))
       with mesh_lib.activate(mesh):
         if grads is None:
-          grads, aux = step_lib.micro_grads(params, mb, sc=sc)
+          grads, aux = step_lib.micro_grads(params, mb, *coefficients, sc=sc)
         else:
-          grads, aux = step_lib.accumulate(params, grads, aux, mb, sc=sc)
+          grads, aux = step_lib.accumulate(params, grads, aux, mb, *coefficients, sc=sc)
     grads_like_params = all(g.sharding.is_equivalent_to(p.sharding, g.ndim)
                             for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params)))
     params, opt_state, _ = apply(params, opt_state, grads)
