@@ -114,8 +114,11 @@ def experts(x: jax.Array, routing: moe.Routing, gate: jax.Array, up: jax.Array, 
   shards = mesh.shape[AXIS]
   run = functools.partial(_local, matmul=matmul, chunk_rows=chunk_rows)
   if AXIS in mesh.manual_axes:  # inside a shard_map over `expert`: the weights are this shard's if split
-    if gate.shape[0] * shards != num_experts:
+    if gate.shape[0] == num_experts:  # passed whole
       return moe.experts_grouped(x, routing, gate, up, down, matmul=matmul)
+    if gate.shape[0] * shards != num_experts:
+      raise ValueError(f"a shard holds {gate.shape[0]} of {num_experts} experts: neither all nor 1/{shards} "
+                       f"(the `{AXIS}` axis)")
     return run(x, routing.weights, routing.experts, gate, up, down, gather=True, embed_axes=(), mlp_axes=())
   auto = {a: mesh.shape[a] for a in mesh.auto_axes}
   if AXIS not in auto:
