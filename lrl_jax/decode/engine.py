@@ -187,7 +187,7 @@ def run(params, slots: Slots, pool: Pool, max_forwards: jax.Array, queued: jax.A
     active = (slots.status == ACTIVE).any()
     host = (queued & (slots.status == DONE).any()) | st.stalled | st.overflow
     if cfg.is_moe:
-      active, host = moe_dispatch.any_in_group(active), moe_dispatch.any_in_group(host)
+      active, host = (moe_dispatch.any_in_group(f, cfg.num_experts) for f in (active, host))
     return (st.forwards < max_forwards) & active & ~host
 
   def body(carry):

@@ -39,9 +39,10 @@ RULES = (
     ("seq", None),
 )
 
-# The rollout layout: weights whole on every data shard (split over `tensor` only, and MoE experts over `expert`),
-# so each shard decodes its own slots with no collective inside a forward but the tensor- and expert-parallel ones.
-ROLLOUT_RULES = tuple((name, None if name == "embed" else target) for name, target in RULES)
+# The rollout layout: weights whole on every data shard (split over `tensor` only, and MoE experts over `fsdp` and
+# `expert`: model/moe_dispatch.py sends tokens to them), so each shard decodes its own slots with no collective
+# inside a forward but the tensor- and expert-parallel ones.
+ROLLOUT_RULES = tuple((name, {"embed": None, "expert": ("fsdp", "expert")}.get(name, target)) for name, target in RULES)
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None, expert: int = 1) -> Mesh:
@@ -79,7 +80,7 @@ def param_shardings(cfg: ModelConfig, params_shape, mesh: Mesh, rules=RULES):
 
 def rollout_shardings(cfg: ModelConfig, params_shape, mesh: Mesh):
   """NamedSharding of every parameter in the rollout layout (replicated over data and fsdp, split over tensor;
-  experts split over expert)."""
+  MoE experts split over fsdp and expert)."""
   return param_shardings(cfg, params_shape, mesh, ROLLOUT_RULES)
 
 

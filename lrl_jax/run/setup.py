@@ -39,14 +39,17 @@ class Model(NamedTuple):
   model_files: str  # W/model_files: config.json, tokenizer and stop ids (final/ and HF exports copy them)
 
 
-def rollout_mesh(config, mesh):
+def rollout_mesh(config, mesh, moe: bool = False):
   """The mesh the engines decode on: the training mesh, or in a multi-process run this process's part of it (so a
-  tensor- or expert-parallel group must lie within one process: its part of the weights is all the engine sees)."""
+  tensor- or expert-parallel group must lie within one process: its part of the weights is all the engine sees; for
+  an MoE model (`moe`) fsdp too, which the rollout layout splits the experts over)."""
   if multihost.count() == 1:
     return mesh
   c, processes = config, multihost.count()
   local = mesh.local_mesh
-  for axis, group in (("tensor", "a tensor-parallel"), ("expert", "an expert-parallel")):
+  groups = (("tensor", "a tensor-parallel"), ("expert", "an expert-parallel"))
+  groups += (("fsdp", "with an MoE model, the rollout's expert-parallel"),) if moe else ()
+  for axis, group in groups:
     if local.shape[axis] != mesh.shape[axis]:
       raise ConfigValueError(f"config.mesh.{axis}: {mesh.shape[axis]} spans processes; {group} group must lie "
                              f"within one process's {jax.local_device_count()} devices")

@@ -54,6 +54,8 @@ class Trainer:
     self.mesh = mesh_lib.make_mesh(**config.mesh)
     rollout_mesh = setup.rollout_mesh(config, self.mesh)
     cfg, params, tok, stops = wiring.model_from_config(config)
+    if cfg.is_moe:  # the rollout splits experts over fsdp too: it must lie within a process as well
+      setup.rollout_mesh(config, self.mesh, moe=True)
     self.data = setup.data(config, tok, cfg)
     model = setup.starting_model(config, workdir, cfg, params, tok, stops)  # its params live on in the learner only
     self.cfg, self.tokenizer, self.model_files = model.cfg, model.tokenizer, model.model_files

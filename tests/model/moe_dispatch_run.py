@@ -1,7 +1,9 @@
 """Checks of the expert-parallel dispatch on 8 host devices, those named in argv printed as JSON (run by
 test_moe_dispatch.py with XLA_FLAGS=--xla_force_host_platform_device_count=8): `block`, a 2-layer scanned,
 rematerialised stack of MoE blocks, its value and 5 gradients on (fsdp 2, expert 2, tensor 2) against the same stack
-on one device, and the collectives of the compiled program (none inside the skipped chunks' conditionals); `decode`, greedy decode records of a tiny MoE model on (data 2, expert 4) against one device."""
+on one device, and the collectives of the compiled program (none inside the skipped chunks' conditionals);
+`decode` / `decode_fsdp`, greedy decode records of a tiny MoE model on (data 2, expert 4) / (data 2, fsdp 2,
+expert 2) against one device."""
 
 import json
 import re
@@ -89,18 +91,24 @@ def block_check():
           "conditionals": len(re.findall(r"\bconditional\(", text)), "branch_collectives": branch_collectives(text)}
 
 
-def decode_check():
+def _decode_check(data, fsdp, expert):
+  """Greedy records of a tiny MoE model on 8 devices (the experts split over fsdp x expert in the rollout layout)
+  against one device; 5 prompts over 8 slot shards leave 3 idle."""
   cfg = tiny_moe.tiny_moe_config(top_k=2, vocab_size=64)
   params = init_params(cfg, jax.random.key(1), std=0.3)
   dcfg = DecodeConfig(block_size=4, steps=2, threshold=0.5, greedy=True, max_new_tokens=12)
-  prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [20, 21], [30], [40, 41, 42, 43, 44]]  # 3 of 8 shards idle
+  prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [20, 21], [30], [40, 41, 42, 43, 44]]
   one = Decoder(cfg, dcfg, batch_size=8).generate(params, prompts)
-  eight = Decoder(cfg, dcfg, batch_size=8, mesh=mesh_lib.make_mesh(2, 1, 1, expert=4)).generate(params, prompts)
+  mesh = mesh_lib.make_mesh(data, fsdp, 1, expert=expert)
+  eight = Decoder(cfg, dcfg, batch_size=8, mesh=mesh).generate(params, prompts)
+  shards = {str(x.sharding.spec) for x in jax.tree.leaves(mesh_lib.to_rollout(
+      cfg, jax.eval_shape(lambda: params), mesh, jnp.float32)(params)["layers"]["expert_gate"])}
   same = [a.response_ids.tolist() == b.response_ids.tolist() and a.step_map.tolist() == b.step_map.tolist()
           for a, b in zip(one, eight)]
-  return {"same": same, "lengths": [len(r.response_ids) for r in one]}
+  return {"same": same, "lengths": [len(r.response_ids) for r in one], "expert_specs": sorted(shards)}
 
 
 if __name__ == "__main__":
-  checks = {"block": block_check, "decode": decode_check}
+  checks = {"block": block_check, "decode": lambda: _decode_check(2, 1, 4),
+            "decode_fsdp": lambda: _decode_check(2, 2, 2)}
   print(json.dumps({"devices": len(jax.devices()), **{name: checks[name]() for name in sys.argv[1:]}}))

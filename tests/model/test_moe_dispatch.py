@@ -40,6 +40,14 @@ def test_dispatch_on_eight_devices_matches_one_device():
   assert block["branch_collectives"] == [], block
 
 
+def test_rollout_experts_over_fsdp_and_expert_decode_as_one_device():
+  """The rollout layout splits the experts over fsdp x expert (4 shards of 2 experts; tokens exchanged over both
+  axes inside the engine's shard_map): greedy records equal one device's."""
+  decode = _run("decode_fsdp")
+  assert all(decode["same"]) and len(decode["same"]) == 5, decode
+  assert decode["expert_specs"] == ["P(None, ('fsdp', 'expert'), None, 'tensor')"], decode
+
+
 @pytest.mark.slow
 def test_expert_parallel_decode_matches_one_device():
   """The rollout engine with experts split over `expert` (tokens exchanged inside its shard_map over the data axes,

@@ -241,6 +241,16 @@ def test_a_model_parallel_group_across_processes_is_one_error(monkeypatch, axis)
   assert setup.rollout_mesh(load("test"), mesh) is mesh.local_mesh
 
 
+def test_fsdp_across_processes_with_an_moe_model_is_one_error(monkeypatch):
+  """The rollout layout splits an MoE model's experts over fsdp x expert: fsdp must then lie within a process too."""
+  monkeypatch.setattr(multihost, "count", lambda: 2)
+  whole = {"data": 1, "fsdp": 4, "expert": 1, "tensor": 1}
+  mesh = types.SimpleNamespace(shape=whole, local_mesh=types.SimpleNamespace(shape={**whole, "fsdp": 2}))
+  assert setup.rollout_mesh(load("test"), mesh) is mesh.local_mesh  # a dense model: fsdp may span processes
+  with pytest.raises(ConfigValueError, match=r"^config\.mesh\.fsdp: 4 spans processes; with an MoE model"):
+    setup.rollout_mesh(load("test"), mesh, moe=True)
+
+
 def test_start_settings_from_the_environment():
   env = {"LRL_COORDINATOR_ADDRESS": "10.0.0.1:1234", "LRL_NUM_PROCESSES": "4", "LRL_PROCESS_ID": "3"}
   assert multihost.settings(True, None, None, None, env) == ("10.0.0.1:1234", 4, 3)
