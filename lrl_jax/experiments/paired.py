@@ -121,7 +121,7 @@ def markdown(comparisons: Sequence[Mapping]) -> str:
     return ""
   cell = lambda d, digits: f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
   conf = comparisons[0]["accuracy"]["confidence"]
-  lines = [f"| a − b | claim | seeds | Δ accuracy (points) | Δ TPF gain (×start) | Δ AUP |",
+  lines = ["| a − b | claim | seeds | Δ accuracy (points) | Δ TPF gain (×start) | Δ AUP |",
            "| --- | --- | --- | --- | --- | --- |"]
   for c in comparisons:
     lines.append(f"| {c['a']} − {c['b']} | {c['label']} | {c['accuracy']['n']} | {cell(c['accuracy'], 1)} | "

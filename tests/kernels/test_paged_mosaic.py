@@ -1,7 +1,6 @@
 """The Pallas TPU (Mosaic) paged-prefix kernel: interpreted on CPU against the XLA page walk, the engine's greedy
 tokens through it, its deviceless TPU compile at SDAR-8B shape, and the engine picking it on a TPU mesh."""
 
-import functools
 import re
 
 import jax

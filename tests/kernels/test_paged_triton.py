@@ -11,7 +11,7 @@ from lrl_jax.kernels import paged_triton, paged_xla
 from lrl_jax.kernels.softmax import Partial
 from lrl_jax.model import attention
 from tests.kernels import hlo_util
-from tests.kernels.test_paged_xla import B, KH, D, _inputs
+from tests.kernels.test_paged_xla import _inputs
 from tests.optional import needs_cuda_plugin
 
 

@@ -3,7 +3,6 @@
 import numpy as np
 
 from lrl_jax.decode import Record
-from lrl_jax.model.config import ModelConfig
 from lrl_jax.rl import batch as batch_lib, layout, losses, step as step_lib
 
 

@@ -1,7 +1,8 @@
 """The load-balancing loss of an MoE update is the whole update's (transformers' formula over every token of it),
 whatever its split into micro-batches: accumulated gradients over 4 micro-batches, with the coefficients from one
 router-load pass (`losses.router_coefficients`, what the learner does), equal the gradient of the RL loss plus
-coef × `moe.load_balancing_loss` of one forward over all rows (fp32, 1e-5 relative)."""
+coef × `moe.load_balancing_loss` of one forward over all rows (fp32, 1e-5 relative). 8 rows in one micro-batch is
+the same split as the reference, so it is not run."""
 
 import dataclasses
 
@@ -51,42 +52,25 @@ def _whole(params, r, sc, logp_old):
     balance = moe.load_balancing_loss(stats)
     return rl + COEF * balance, balance
 
-  return jax.grad(loss, has_aux=True)(params)
+  return jax.jit(jax.grad(loss, has_aux=True))(params)
 
 
 def test_update_load_balancing_loss_is_split_independent():
   with jax.default_matmul_precision("highest"):
     cfg = tiny_moe.tiny_moe_config(num_experts=8, top_k=2, num_heads=4, num_kv_heads=2, vocab_size=128)
     params = init_params(cfg, jax.random.key(0), std=0.3)
-    sc = step_lib.StepConfig(cfg, losses.LossConfig(kl_beta=0.0, router_aux_loss_coef=COEF), block_size=4)
+    # on-policy (logp_old is the policy's own): no separate log-prob program to compile
+    sc = step_lib.StepConfig(cfg, losses.LossConfig(kl_beta=0.0, router_aux_loss_coef=COEF), block_size=4,
+                             on_policy=True)
     r = _rows(cfg)
-    b = r.batch
-    logp_old = np.asarray(step_lib.logprobs(params, b.tokens, b.noisy_masked, b.valid, sc=sc))
+    logp_old = np.zeros(r.batch.tokens.shape, np.float32)  # not read on-policy
     want, balance = _whole(params, r, sc, logp_old)
-    for micro in (8, 2):
-      got, metrics = _split(params, r, sc, logp_old, micro)
-      assert abs(metrics["router_aux_loss"] - float(balance)) <= 1e-5 * float(balance), micro
-      for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        scale = max(float(np.abs(np.asarray(w)).max()), 1e-6)
-        assert float(np.abs(np.asarray(g) - np.asarray(w)).max()) <= 1e-5 * scale, micro
-  router = float(np.abs(np.asarray(want["layers"]["router"])).max())
-  assert router > 0  # the router gets a gradient (the balance term reaches it)
-
-
-def test_the_balance_term_moves_the_router():
-  """The load-balancing term changes the router's gradient (the test above could not pass with the term dropped)."""
-  with jax.default_matmul_precision("highest"):
-    cfg = tiny_moe.tiny_moe_config(num_experts=8, top_k=2, num_heads=4, num_kv_heads=2, vocab_size=128)
-    params = init_params(cfg, jax.random.key(0), std=0.3)
-    sc = step_lib.StepConfig(cfg, losses.LossConfig(kl_beta=0.0, router_aux_loss_coef=COEF), block_size=4)
-    r = _rows(cfg)
-    b = r.batch
-    logp_old = np.asarray(step_lib.logprobs(params, b.tokens, b.noisy_masked, b.valid, sc=sc))
-    with_term, _ = _split(params, r, sc, logp_old, 8)
-    off = step_lib.StepConfig(cfg, losses.LossConfig(kl_beta=0.0), block_size=4)
-    without, _ = _split(params, r, off, logp_old, 8)
-  diff = np.abs(np.asarray(with_term["layers"]["router"]) - np.asarray(without["layers"]["router"])).max()
-  assert diff > 1e-4, diff
+    got, metrics = _split(params, r, sc, logp_old, 2)  # 4 micro-batches
+  # per micro-batch products of sums (the scheme this replaced) give 12% more here: the metric check can fail
+  assert abs(metrics["router_aux_loss"] - float(balance)) <= 1e-5 * float(balance)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):  # a dropped balance term fails here (COEF 0.5)
+    scale = max(float(np.abs(np.asarray(w)).max()), 1e-6)
+    assert float(np.abs(np.asarray(g) - np.asarray(w)).max()) <= 1e-5 * scale
 
 
 def test_the_loss_on_without_coefficients_is_an_error():

@@ -1,5 +1,6 @@
 """Run two accumulated RL updates on a (data, fsdp, tensor[, expert]) mesh; print the params as JSON-able checksums.
-A fifth argument "moe" runs a tiny 8-expert top-2 model with the load-balancing loss on.
+A fifth argument "moe" runs a tiny 8-expert top-2 model (the load-balancing loss off: its router-load pass is
+covered across processes by test_multiprocess.py and against one forward by tests/rl/test_router_loss.py).
 
 Invoked by test_sharded.py in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8.
 """
@@ -49,7 +50,7 @@ def main(data, fsdp, tensor, expert=1, model="dense"):
   params = jax.device_put(params, p_shard)
   opt_state = jax.jit(optimizer.init, out_shardings=o_shard)(params)
   apply = step_lib.make_apply(optimizer, (p_shard, o_shard))
-  loss_cfg = losses.LossConfig(router_aux_loss_coef=0.01 if model == "moe" else 0.0)
+  loss_cfg = losses.LossConfig()
   sc = step_lib.StepConfig(cfg, loss_cfg, block_size=4)
   put = lambda t: jax.tree.map(lambda x: jax.device_put(x, mesh_lib.batch_sharding(mesh, np.ndim(x))), t)
   for update in range(2):
@@ -57,19 +58,14 @@ def main(data, fsdp, tensor, expert=1, model="dense"):
     b = r.batch
     with mesh_lib.activate(mesh):
       logp_old = np.asarray(step_lib.logprobs(params, *put((b.tokens, b.noisy_masked, b.valid)), sc=sc))
-    coefficients = ()  # the update's load-balancing loss terms, from its router load (the learner's pass)
-    if model == "moe":
-      with mesh_lib.activate(mesh):
-        load, tokens = step_lib.router_load(params, *put((b.tokens, b.noisy_masked, b.valid)), sc=sc)
-      coefficients = (losses.router_coefficients(np.asarray(load), float(np.sum(tokens))),)
     grads = aux = None
     for mb in batch_lib.micro_batches(r, np.arange(b.tokens.shape[0]), 8, loss_cfg, logp_old - 0.05, logp_old):
       mb = put(step_lib.MicroBatch(**mb))
       with mesh_lib.activate(mesh):
         if grads is None:
-          grads, aux = step_lib.micro_grads(params, mb, *coefficients, sc=sc)
+          grads, aux = step_lib.micro_grads(params, mb, sc=sc)
         else:
-          grads, aux = step_lib.accumulate(params, grads, aux, mb, *coefficients, sc=sc)
+          grads, aux = step_lib.accumulate(params, grads, aux, mb, sc=sc)
     grads_like_params = all(g.sharding.is_equivalent_to(p.sharding, g.ndim)
                             for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params)))
     params, opt_state, _ = apply(params, opt_state, grads)
