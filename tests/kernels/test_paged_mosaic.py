@@ -116,20 +116,10 @@ def test_engine_compiles_with_the_kernel_on_a_tpu_mesh(v5e_devices):
   """attn_impl="pallas" in the engine compiled for v5e (slots over fsdp=2, kv heads over tensor=2): the prefix goes
   through the Mosaic kernel (nested in a shard_map over the tensor axis), reading each layer's pages in place (no
   layer of the pool is copied), and no collective gathers the pool."""
-  from lrl_jax.decode import api, programs
-  from lrl_jax.model import init_params
-  from lrl_jax.parallel import mesh as mesh_lib
-
-  mesh = mesh_lib.make_mesh(1, 2, 2, devices=v5e_devices)
-  cfg = tiny.tiny_config(hidden_size=256, head_dim=128, vocab_size=512, intermediate_size=512)
-  dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=28, dtype="bfloat16", attn_impl="pallas")
-  shape = api.engine_shape(cfg, dcfg, 8, 36, shards=programs.shards(mesh))
-  prog = programs.for_mesh(mesh, programs.kv_split(cfg, mesh))
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-  args = programs.abstract_run_args(cfg, shapes, shape, jnp.bfloat16, mesh)
-  text = prog.run.lower(*args, cfg=cfg, dcfg=dcfg, shape=shape, bucket=shape.max_pages).compile().as_text()
+  engine = hlo_util.pallas_engine(v5e_devices, 2, 2, 8)
+  text, shape = engine.text, engine.shape
   assert "paged_prefix_attention_tpu" in text
   layer_pages = rf"bf16\[(1,)?{shape.pages},{shape.page_size},1,128\]"  # one layer of a device's pool
   assert not re.search(layer_pages, text), "a layer of the pool is sliced out (copied) for the kernel"
-  pool = re.compile(rf"bf16\[\d+,{shape.pages},{shape.page_size},\d+,128\]")  # every layer's pages
+  pool = hlo_util.pool_pattern(shape)
   assert not any(pool.search(g) for g in hlo_util.gathered_shapes(text)), hlo_util.gathered_shapes(text)

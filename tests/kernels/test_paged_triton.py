@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrl_jax.decode import DecodeConfig
 from lrl_jax.kernels import paged_triton, paged_xla
 from lrl_jax.kernels.softmax import Partial
 from lrl_jax.model import attention
@@ -85,22 +84,10 @@ def test_engine_compiles_with_the_kernel_on_an_h100_mesh():
   prefix runs per tensor shard (`kernels/paged_shards.py`), so no collective gathers the KV pool. Before, the
   partitioner gathered every layer's pool over its kv-head split for the opaque kernel (SDAR-30B-A3B at tensor 4:
   2 × 49.5 GiB of temporaries per device)."""
-  from lrl_jax.decode import api, programs
-  from lrl_jax.model import init_params
-  from lrl_jax.parallel import mesh as mesh_lib
   from lrl_jax.plan import targets
-  from lrl_jax.weights import tiny
 
-  mesh = mesh_lib.make_mesh(1, 4, 2, devices=targets.topology(targets.parse_target("h100x8")).devices)
-  cfg = tiny.tiny_config(hidden_size=256, head_dim=128, vocab_size=512, intermediate_size=512)
-  dcfg = DecodeConfig(block_size=4, greedy=True, max_new_tokens=28, dtype="bfloat16", attn_impl="pallas")
-  shape = api.engine_shape(cfg, dcfg, 16, 36, shards=programs.shards(mesh))
-  prog = programs.for_mesh(mesh, programs.kv_split(cfg, mesh))
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-  args = programs.abstract_run_args(cfg, shapes, shape, jnp.bfloat16, mesh)
-  compiled = prog.run.lower(*args, cfg=cfg, dcfg=dcfg, shape=shape, bucket=shape.max_pages).compile()
-  text = compiled.as_text()
-  assert "paged_prefix_attention" in text and cfg.num_kv_heads == 2
-  pool = re.compile(rf"bf16\[\d+,{shape.pages},{shape.page_size},\d+,128\]")  # every layer's pages
-  gathers = hlo_util.gathered_shapes(text)
+  engine = hlo_util.pallas_engine(targets.topology(targets.parse_target("h100x8")).devices, 4, 2, 16)
+  assert "paged_prefix_attention" in engine.text
+  pool = hlo_util.pool_pattern(engine.shape)
+  gathers = hlo_util.gathered_shapes(engine.text)
   assert gathers and not any(pool.search(g) for g in gathers), gathers
