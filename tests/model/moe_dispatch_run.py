@@ -16,12 +16,13 @@ from jax.sharding import NamedSharding
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+from lrl_jax.bench.moe_dispatch import KINDS  # noqa: E402
 from lrl_jax.decode import Decoder, DecodeConfig  # noqa: E402
 from lrl_jax.model import init_params, moe, moe_dispatch  # noqa: E402
 from lrl_jax.parallel import mesh as mesh_lib  # noqa: E402
 from lrl_jax.weights import tiny_moe  # noqa: E402
 
-COLLECTIVE = re.compile(r"\b(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(-start)?\(")
+COLLECTIVE = re.compile(rf"\b({'|'.join(KINDS)})(-start)?\(")
 CALLED = re.compile(r"\b(?:to_apply|calls|body|condition|branch_computations|true_computation|false_computation)="
                     r"(\{[^}]*\}|%[\w.\-]+)")
 
